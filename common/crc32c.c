@@ -1,0 +1,102 @@
+/* CRC-32C, reflected polynomial 0x82F63B78; see common/crc32c.h. */
+#include "common/crc32c.h"
+
+#include <string.h>
+
+#define POLY 0x82F63B78u
+
+static uint32_t table[8][256];
+static int table_ready;
+
+static void build_table(void)
+{
+	for (uint32_t n = 0; n < 256; n++) {
+		uint32_t c = n;
+		for (int k = 0; k < 8; k++)
+			c = (c & 1) ? (c >> 1) ^ POLY : c >> 1;
+		table[0][n] = c;
+	}
+	for (uint32_t n = 0; n < 256; n++) {
+		uint32_t c = table[0][n];
+		for (int k = 1; k < 8; k++) {
+			c = table[0][c & 0xff] ^ (c >> 8);
+			table[k][n] = c;
+		}
+	}
+	__atomic_store_n(&table_ready, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t kv_crc32c_sw(uint32_t crc, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE))
+		build_table(); /* idempotent: racing builders write equal values */
+	crc = ~crc;
+	while (len >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		w ^= crc; /* little-endian hosts only (x86_64, aarch64) */
+		crc = table[7][w & 0xff] ^ table[6][(w >> 8) & 0xff] ^
+		      table[5][(w >> 16) & 0xff] ^ table[4][(w >> 24) & 0xff] ^
+		      table[3][(w >> 32) & 0xff] ^ table[2][(w >> 40) & 0xff] ^
+		      table[1][(w >> 48) & 0xff] ^ table[0][w >> 56];
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		crc = table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc,
+							  const void *buf,
+							  size_t len)
+{
+	const unsigned char *p = buf;
+	uint64_t c = ~crc;
+
+	while (len && ((uintptr_t)p & 7)) {
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+		len--;
+	}
+	while (len >= 8) {
+		uint64_t w;
+		memcpy(&w, p, 8);
+		c = __builtin_ia32_crc32di(c, w);
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	return ~(uint32_t)c;
+}
+
+int kv_crc32c_hw_available(void)
+{
+	static int have = -1;
+	if (have < 0) {
+		__builtin_cpu_init();
+		have = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+	}
+	return have;
+}
+
+uint32_t kv_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	if (kv_crc32c_hw_available())
+		return crc_hw(crc, buf, len);
+	return kv_crc32c_sw(crc, buf, len);
+}
+#else
+int kv_crc32c_hw_available(void)
+{
+	return 0;
+}
+
+uint32_t kv_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	return kv_crc32c_sw(crc, buf, len);
+}
+#endif
