@@ -65,3 +65,22 @@ function(kv_unit_test name)
   set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "KV_SOURCE_DIR=${CMAKE_SOURCE_DIR};KV_BUILD_DIR=${CMAKE_BINARY_DIR}")
 endfunction()
+
+# kv_rule_probe(<name> <module> <source> <regex>): a ctest test that
+# compiles <source> with exactly <module>'s include path and link list (as
+# if it were one of the module's files) and passes only when the compiler
+# output matches <regex>. Used to prove that forbidden includes fail and
+# allowed ones build.
+function(kv_rule_probe name module src regex)
+  add_library(${name} OBJECT EXCLUDE_FROM_ALL ${src})
+  get_target_property(inc ${module} INCLUDE_DIRECTORIES)
+  get_target_property(libs ${module} LINK_LIBRARIES)
+  target_include_directories(${name} BEFORE PRIVATE ${inc})
+  if(libs)
+    target_link_libraries(${name} PRIVATE ${libs})
+  endif()
+  add_test(NAME ${name}
+    COMMAND ${CMAKE_COMMAND} --build ${CMAKE_BINARY_DIR} --target ${name})
+  set_tests_properties(${name} PROPERTIES RUN_SERIAL TRUE TIMEOUT 120
+    PASS_REGULAR_EXPRESSION "${regex}")
+endfunction()
