@@ -1,0 +1,278 @@
+/* storage/vfs_fault.c — a fault-injecting vfs for tests.
+ *
+ * Forwards every call to a base vfs (file handles are the base's own) and
+ * counts calls by kind; armed faults fail the Nth call of a kind, and the
+ * crash fault tears one pwrite and then freezes the disk (see vfs.h). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/errors.h"
+#include "storage/vfs.h"
+
+struct fault {
+	unsigned long nth; /* 0 = not armed; counted from arming */
+	unsigned long seen;
+	int err;
+	bool sticky;
+	bool fired;
+};
+
+struct fault_vfs {
+	struct vfs vfs; /* first: container */
+	struct vfs *base;
+	pthread_mutex_t mu;
+	unsigned long count[VFS_OP__COUNT];
+	struct fault faults[VFS_OP__COUNT];
+	unsigned long crash_nth; /* 0 = none */
+	unsigned long crash_seen;
+	size_t crash_keep;
+	bool crashed;
+};
+
+#define FV(v) ((struct fault_vfs *)(void *)(v))
+
+static bool is_mutating(enum vfs_op op)
+{
+	return op != VFS_OP_OPEN && op != VFS_OP_PREAD;
+}
+
+/* Counts one call; returns the error to inject or 0 to forward. For a
+ * crashing pwrite, *keep is set to the number of bytes to let through. */
+static int check(struct fault_vfs *fv, enum vfs_op op, size_t *keep)
+{
+	int rv = 0;
+
+	pthread_mutex_lock(&fv->mu);
+	fv->count[op]++;
+	if (fv->crashed && is_mutating(op)) {
+		rv = KV_EIO;
+		goto out;
+	}
+	struct fault *f = &fv->faults[op];
+	if (f->nth != 0) {
+		f->seen++;
+		if (f->seen == f->nth || (f->sticky && f->fired)) {
+			f->fired = true;
+			rv = f->err;
+			goto out;
+		}
+	}
+	if (op == VFS_OP_PWRITE && fv->crash_nth != 0) {
+		fv->crash_seen++;
+		if (fv->crash_seen == fv->crash_nth) {
+			fv->crashed = true;
+			*keep = fv->crash_keep;
+			rv = KV_EIO;
+		}
+	}
+out:
+	pthread_mutex_unlock(&fv->mu);
+	return rv;
+}
+
+static int f_open(struct vfs *vfs, const char *path, int flags,
+		  struct vfs_file **out)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_OPEN, NULL);
+
+	/* Creating a file after the crash would change the disk. */
+	if (rv == 0 && (flags & (VFS_CREATE | VFS_TRUNC)) && fv->crashed)
+		rv = KV_EIO;
+	return rv ? rv : fv->base->open(fv->base, path, flags, out);
+}
+
+static int f_close(struct vfs *vfs, struct vfs_file *f)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	return fv->base->close(fv->base, f);
+}
+
+static int f_pread(struct vfs *vfs, struct vfs_file *f, void *buf, size_t len,
+		   uint64_t off, size_t *nread)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_PREAD, NULL);
+
+	return rv ? rv : fv->base->pread(fv->base, f, buf, len, off, nread);
+}
+
+static int f_pwrite(struct vfs *vfs, struct vfs_file *f, const void *buf,
+		    size_t len, uint64_t off)
+{
+	struct fault_vfs *fv = FV(vfs);
+	size_t keep = (size_t)-1;
+	int rv = check(fv, VFS_OP_PWRITE, &keep);
+
+	if (rv != 0) {
+		if (keep != (size_t)-1 && keep > 0)
+			fv->base->pwrite(fv->base, f, buf,
+					 keep < len ? keep : len, off);
+		return rv;
+	}
+	return fv->base->pwrite(fv->base, f, buf, len, off);
+}
+
+static int f_sync(struct vfs *vfs, struct vfs_file *f, bool datasync)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_SYNC, NULL);
+
+	return rv ? rv : fv->base->sync(fv->base, f, datasync);
+}
+
+static int f_truncate(struct vfs *vfs, struct vfs_file *f, uint64_t size)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_TRUNCATE, NULL);
+
+	return rv ? rv : fv->base->truncate(fv->base, f, size);
+}
+
+static int f_allocate(struct vfs *vfs, struct vfs_file *f, uint64_t off,
+		      uint64_t len)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_ALLOCATE, NULL);
+
+	return rv ? rv : fv->base->allocate(fv->base, f, off, len);
+}
+
+static int f_size(struct vfs *vfs, struct vfs_file *f, uint64_t *size)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	return fv->base->size(fv->base, f, size);
+}
+
+static int f_rename(struct vfs *vfs, const char *from, const char *to)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_RENAME, NULL);
+
+	return rv ? rv : fv->base->rename(fv->base, from, to);
+}
+
+static int f_unlink(struct vfs *vfs, const char *path)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_UNLINK, NULL);
+
+	return rv ? rv : fv->base->unlink(fv->base, path);
+}
+
+static int f_mkdir(struct vfs *vfs, const char *path)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_MKDIR, NULL);
+
+	return rv ? rv : fv->base->mkdir(fv->base, path);
+}
+
+static int f_sync_dir(struct vfs *vfs, const char *path)
+{
+	struct fault_vfs *fv = FV(vfs);
+	int rv = check(fv, VFS_OP_SYNC_DIR, NULL);
+
+	return rv ? rv : fv->base->sync_dir(fv->base, path);
+}
+
+static int f_listdir(struct vfs *vfs, const char *path, char ***names,
+		     size_t *n)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	return fv->base->listdir(fv->base, path, names, n);
+}
+
+static void f_destroy(struct vfs *vfs)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_destroy(&fv->mu);
+	free(fv);
+}
+
+struct vfs *vfs_fault_new(struct vfs *base)
+{
+	struct fault_vfs *fv = calloc(1, sizeof(*fv));
+
+	if (fv == NULL)
+		return NULL;
+	fv->vfs = (struct vfs){
+		.open = f_open,
+		.close = f_close,
+		.pread = f_pread,
+		.pwrite = f_pwrite,
+		.sync = f_sync,
+		.truncate = f_truncate,
+		.allocate = f_allocate,
+		.size = f_size,
+		.rename = f_rename,
+		.unlink = f_unlink,
+		.mkdir = f_mkdir,
+		.sync_dir = f_sync_dir,
+		.listdir = f_listdir,
+		.destroy = f_destroy,
+	};
+	fv->base = base;
+	pthread_mutex_init(&fv->mu, NULL);
+	return &fv->vfs;
+}
+
+void vfs_fault_arm(struct vfs *vfs, enum vfs_op op, unsigned long nth,
+		   int err, bool sticky)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_lock(&fv->mu);
+	fv->faults[op] = (struct fault){ .nth = nth, .err = err,
+					 .sticky = sticky };
+	pthread_mutex_unlock(&fv->mu);
+}
+
+void vfs_fault_crash(struct vfs *vfs, unsigned long nth_write, size_t keep)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_lock(&fv->mu);
+	fv->crash_nth = nth_write;
+	fv->crash_seen = 0;
+	fv->crash_keep = keep;
+	pthread_mutex_unlock(&fv->mu);
+}
+
+void vfs_fault_disarm(struct vfs *vfs)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_lock(&fv->mu);
+	memset(fv->faults, 0, sizeof(fv->faults));
+	fv->crash_nth = 0;
+	fv->crashed = false;
+	pthread_mutex_unlock(&fv->mu);
+}
+
+unsigned long vfs_fault_count(struct vfs *vfs, enum vfs_op op)
+{
+	struct fault_vfs *fv = FV(vfs);
+	unsigned long n;
+
+	pthread_mutex_lock(&fv->mu);
+	n = fv->count[op];
+	pthread_mutex_unlock(&fv->mu);
+	return n;
+}
+
+bool vfs_fault_crashed(struct vfs *vfs)
+{
+	struct fault_vfs *fv = FV(vfs);
+	bool c;
+
+	pthread_mutex_lock(&fv->mu);
+	c = fv->crashed;
+	pthread_mutex_unlock(&fv->mu);
+	return c;
+}
