@@ -144,7 +144,7 @@ static int b64_value(unsigned char c)
  * skipped as Go's decoder does. *out is malloc'd by alloc (NULL when the
  * result is empty). Returns 0 or KV_EPROTO / KV_ENOMEM. */
 static int b64_decode(const char *s, size_t n, ProtobufCAllocator *alloc,
-		      uint8_t **out, size_t *outlen)
+		      uint8_t **out, size_t *outlen, size_t *badpos)
 {
 	uint8_t *buf = NULL;
 	size_t o = 0, quad = 0, pad = 0, sig = 0;
@@ -152,6 +152,7 @@ static int b64_decode(const char *s, size_t n, ProtobufCAllocator *alloc,
 
 	*out = NULL;
 	*outlen = 0;
+	*badpos = 0;
 	if (n == 0)
 		return 0;
 	buf = alloc->alloc(alloc->allocator_data, n / 4 * 3 + 3);
@@ -167,6 +168,7 @@ static int b64_decode(const char *s, size_t n, ProtobufCAllocator *alloc,
 			quad++;
 			continue;
 		}
+		*badpos = i;
 		if (pad)	/* data after padding */
 			goto bad;
 		v = b64_value(c);
@@ -184,6 +186,7 @@ static int b64_decode(const char *s, size_t n, ProtobufCAllocator *alloc,
 		}
 	}
 	/* sig is the number of significant chars in the final group. */
+	*badpos = n;
 	if (sig == 1)
 		goto bad;
 	if (pad && (quad % 4 != 0 || pad != (sig ? 4 - sig : 99)))
@@ -561,8 +564,25 @@ static const char *json_kind(const json_t *v)
 	return "value";
 }
 
+/* Go's name for a generated type: "pkg.Outer_Inner" for pkg.Outer.Inner. */
+static const char *go_name(const char *pkg, const char *full, char *buf,
+			   size_t buflen)
+{
+	size_t pl = strlen(pkg);
+	const char *rest = full;
+
+	if (pl && !strncmp(full, pkg, pl) && full[pl] == '.')
+		rest = full + pl + 1;
+	snprintf(buf, buflen, "%s%s%s", pkg, pl ? "." : "", rest);
+	for (char *q = buf + (pl ? pl + 1 : 0); *q; q++)
+		if (*q == '.')
+			*q = '_';
+	return buf;
+}
+
 /* Go's name of the target type, for "cannot unmarshal" messages. */
-static const char *go_type(const ProtobufCFieldDescriptor *f)
+static const char *go_type(const ProtobufCFieldDescriptor *f, char *buf,
+			   size_t buflen)
 {
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_INT32:
@@ -589,10 +609,14 @@ static const char *go_type(const ProtobufCFieldDescriptor *f)
 		return "string";
 	case PROTOBUF_C_TYPE_BYTES:
 		return "[]uint8";
-	case PROTOBUF_C_TYPE_ENUM:
-		return ((const ProtobufCEnumDescriptor *)f->descriptor)->name;
-	case PROTOBUF_C_TYPE_MESSAGE:
-		return ((const ProtobufCMessageDescriptor *)f->descriptor)->name;
+	case PROTOBUF_C_TYPE_ENUM: {
+		const ProtobufCEnumDescriptor *ed = f->descriptor;
+		return go_name(ed->package_name, ed->name, buf, buflen);
+	}
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		const ProtobufCMessageDescriptor *md = f->descriptor;
+		return go_name(md->package_name, md->name, buf, buflen);
+	}
 	}
 	return "?";
 }
@@ -600,9 +624,11 @@ static const char *go_type(const ProtobufCFieldDescriptor *f)
 static int type_error(struct dec *d, const ProtobufCFieldDescriptor *f,
 		      const json_t *v)
 {
+	char tn[128];
+
 	return fail(d, KV_EPROTO,
 		    "json: cannot unmarshal %s into Go value of type %s",
-		    json_kind(v), go_type(f));
+		    json_kind(v), go_type(f, tn, sizeof(tn)));
 }
 
 /* Parses a decimal integer string strictly: optional '-', digits only. */
@@ -640,6 +666,8 @@ static int get_integer(struct dec *d, const ProtobufCFieldDescriptor *f,
 		       const json_t *v, bool is_signed, int64_t *sv,
 		       uint64_t *uv)
 {
+	char tn[128];
+
 	if (json_is_integer(v)) {
 		json_int_t x = json_integer_value(v);
 		if (is_signed) {
@@ -656,13 +684,13 @@ static int get_integer(struct dec *d, const ProtobufCFieldDescriptor *f,
 				     is_signed, sv, uv) == 0)
 			return 0;
 		return fail(d, KV_EPROTO, "invalid value \"%.40s\" for %s",
-			    json_string_value(v), go_type(f));
+			    json_string_value(v), go_type(f, tn, sizeof(tn)));
 	}
 	return type_error(d, f, v);
 range:
 	return fail(d, KV_EPROTO, "json: cannot unmarshal number %" JSON_INTEGER_FORMAT
 		    " into Go value of type %s", json_integer_value(v),
-		    go_type(f));
+		    go_type(f, tn, sizeof(tn)));
 }
 
 static int decode_message(struct dec *d,
@@ -675,6 +703,7 @@ static int decode_value(struct dec *d, const ProtobufCFieldDescriptor *f,
 			const json_t *v, int depth, bool in_array, void *p)
 {
 	ProtobufCAllocator *a = d->alloc;
+	char tn[128];
 	int64_t sv = 0;
 	uint64_t uv = 0;
 	int rc;
@@ -736,7 +765,7 @@ static int decode_value(struct dec *d, const ProtobufCFieldDescriptor *f,
 				if (!*s || *end || errno)
 					return fail(d, KV_EPROTO,
 						    "invalid value \"%.40s\" for %s",
-						    s, go_type(f));
+						    s, go_type(f, tn, sizeof(tn)));
 			}
 		} else {
 			return type_error(d, f, v);
@@ -761,7 +790,9 @@ static int decode_value(struct dec *d, const ProtobufCFieldDescriptor *f,
 			if (!ev)
 				return fail(d, KV_EPROTO,
 					    "unknown value \"%.40s\" for enum %s",
-					    json_string_value(v), ed->name);
+					    json_string_value(v),
+					    go_name(ed->package_name, ed->name,
+						    tn, sizeof(tn)));
 			*(int32_t *)p = ev->value;
 			return 0;
 		}
@@ -770,7 +801,9 @@ static int decode_value(struct dec *d, const ProtobufCFieldDescriptor *f,
 		sv = json_integer_value(v);
 		if (sv < INT32_MIN || sv > INT32_MAX)
 			return fail(d, KV_EPROTO, "value %" PRId64
-				    " out of range for enum %s", sv, ed->name);
+				    " out of range for enum %s", sv,
+				    go_name(ed->package_name, ed->name, tn,
+					    sizeof(tn)));
 		*(int32_t *)p = (int32_t)sv;
 		return 0;
 	}
@@ -794,14 +827,14 @@ static int decode_value(struct dec *d, const ProtobufCFieldDescriptor *f,
 	case PROTOBUF_C_TYPE_BYTES: {
 		ProtobufCBinaryData *b = p;
 		uint8_t *data;
-		size_t n;
+		size_t n, bad;
 		if (!json_is_string(v))
 			return type_error(d, f, v);
 		rc = b64_decode(json_string_value(v), json_string_length(v),
-				a, &data, &n);
+				a, &data, &n, &bad);
 		if (rc == KV_EPROTO)
-			return fail(d, rc, "illegal base64 data in \"%.40s\"",
-				    json_string_value(v));
+			return fail(d, rc, "illegal base64 data at input byte "
+				    "%zu", bad);
 		if (rc)
 			return rc;
 		b->data = data;
@@ -844,11 +877,12 @@ static int decode_field(struct dec *d, const ProtobufCMessageDescriptor *desc,
 
 	if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 		size_t n, sz = type_size(f->type);
+		char tn[128];
 		char *arr;
 		if (!json_is_array(v))
 			return fail(d, KV_EPROTO, "json: cannot unmarshal %s "
 				    "into Go value of type []%s", json_kind(v),
-				    go_type(f));
+				    go_type(f, tn, sizeof(tn)));
 		n = json_array_size(v);
 		if (n == 0)
 			return 0;
