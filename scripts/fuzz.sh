@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# fuzz.sh — builds and runs one libFuzzer target for a bounded time.
+#
+# Usage: scripts/fuzz.sh <target> <seconds> [extra libFuzzer args...]
+#   e.g. scripts/fuzz.sh fuzz_json 300
+#
+# Configures build-fuzz/ with clang, -DKV_FUZZ=ON -DKV_SANITIZE=ON (Debug),
+# builds tests/fuzz/<target>.c and runs it with the corpus directory
+# build-fuzz/corpus/<target>, seeded from tests/data/<name>/ when that
+# exists (fuzz_json → tests/data/json), with tests/fuzz/<target>.dict as
+# dictionary when present. Crashes go to
+# build-fuzz/crashes/<target>/. Exits with the fuzzer's status.
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+	echo "usage: $0 <target> <seconds> [libFuzzer args...]" >&2
+	exit 2
+fi
+target=$1
+seconds=$2
+shift 2
+case $target in fuzz_*) ;; *) echo "target must be fuzz_<name>" >&2; exit 2;; esac
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$root/build-fuzz
+jobs=${JOBS:-2}
+
+CC=${CC:-clang} cmake -S "$root" -B "$build" -DKV_FUZZ=ON -DKV_SANITIZE=ON \
+	-DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build "$build" -j"$jobs" --target "$target"
+
+corpus=$build/corpus/$target
+crashes=$build/crashes/$target
+mkdir -p "$corpus" "$crashes"
+seed=$root/tests/data/${target#fuzz_}
+if [ -d "$seed" ]; then
+	# Seed with every *.json file; files are named by content hash so
+	# re-seeding does not duplicate.
+	for f in "$seed"/*.json; do
+		[ -e "$f" ] || continue
+		cp -n "$f" "$corpus/seed-$(sha1sum "$f" | cut -c1-16)" || true
+	done
+fi
+
+dict=()
+if [ -f "$root/tests/fuzz/$target.dict" ]; then
+	dict=(-dict="$root/tests/fuzz/$target.dict")
+fi
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+exec "$build/fuzz/$target" -max_total_time="$seconds" -timeout=10 \
+	-rss_limit_mb=2048 -artifact_prefix="$crashes/" -print_final_stats=1 \
+	"${dict[@]}" "$@" "$corpus"
