@@ -16,6 +16,7 @@
 
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
+	unsigned refs; /* the owner + one per engine */
 	bool server;
 	unsigned char alpn[128]; /* wire format: len-prefixed names */
 	size_t alpn_len;
@@ -23,6 +24,7 @@ struct tls_ctx {
 
 struct tls_engine {
 	SSL *ssl;
+	struct tls_ctx *ctx; /* referenced: ALPN selection reads it */
 	bool server;
 	bool done;      /* handshake complete */
 	bool failed;    /* sticky error */
@@ -140,6 +142,7 @@ static int ctx_new(const struct tls_config *cfg, bool server,
 	if (ctx == NULL)
 		return KV_ENOMEM;
 	ctx->server = server;
+	ctx->refs = 1;
 	if (parse_alpn(cfg->alpn, ctx->alpn, sizeof(ctx->alpn),
 		       &ctx->alpn_len) != 0) {
 		snprintf(errbuf, errlen, "bad ALPN list \"%s\"", cfg->alpn);
@@ -174,6 +177,10 @@ static int ctx_new(const struct tls_config *cfg, bool server,
 			snprintf(errbuf, errlen, "key file %s: ",
 				 cfg->key_file);
 			ssl_errors(errbuf, errlen);
+			if (strstr(errbuf, "mismatch") != NULL)
+				snprintf(errbuf, errlen,
+					 "key file %s does not match cert file %s",
+					 cfg->key_file, cfg->cert_file);
 			rc = KV_EINVAL;
 			goto err_after_ctx;
 		}
@@ -248,7 +255,7 @@ int tls_ctx_new_client(const struct tls_config *cfg, struct tls_ctx **out,
 
 void tls_ctx_free(struct tls_ctx *ctx)
 {
-	if (ctx == NULL)
+	if (ctx == NULL || --ctx->refs > 0)
 		return;
 	SSL_CTX_free(ctx->ssl_ctx);
 	free(ctx);
@@ -301,6 +308,8 @@ int tls_engine_new(struct tls_ctx *ctx, const char *peer_name,
 			}
 		}
 	}
+	e->ctx = ctx;
+	ctx->refs++;
 	*out = e;
 	return 0;
 
@@ -317,6 +326,7 @@ void tls_engine_free(struct tls_engine *e)
 	if (e == NULL)
 		return;
 	SSL_free(e->ssl);
+	tls_ctx_free(e->ctx);
 	kv_buf_free(&e->early);
 	free(e);
 }
