@@ -1022,6 +1022,60 @@ int kvjson_decode_value(const ProtobufCMessageDescriptor *desc,
 	return rc;
 }
 
+/* jansson refuses integers beyond int64 ("too big integer"), but Go
+ * accepts e.g. a uint64 member ID as a bare number. Returns a malloc'd copy
+ * of the text with every integer literal of more than 18 digits outside
+ * strings put in quotes (all integer fields accept decimal strings), or
+ * NULL when out of memory. */
+static char *quote_big_integers(const char *text, size_t len, size_t *outlen)
+{
+	char *out = malloc(len + len / 9 + 3);
+	size_t o = 0;
+	bool in_str = false;
+
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		char c = text[i];
+		if (in_str) {
+			out[o++] = c;
+			i++;
+			if (c == '\\' && i < len)
+				out[o++] = text[i++];
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		if (c == '"') {
+			in_str = true;
+			out[o++] = c;
+			i++;
+			continue;
+		}
+		if (c == '-' || (c >= '0' && c <= '9')) {
+			size_t j = i + (c == '-'), digits = 0;
+			while (j < len && text[j] >= '0' && text[j] <= '9') {
+				j++;
+				digits++;
+			}
+			bool plain = j >= len || (text[j] != '.' && text[j] != 'e' &&
+						  text[j] != 'E');
+			if (digits > 18 && plain)
+				out[o++] = '"';
+			memcpy(out + o, text + i, j - i);
+			o += j - i;
+			if (digits > 18 && plain)
+				out[o++] = '"';
+			i = j;
+			continue;
+		}
+		out[o++] = c;
+		i++;
+	}
+	*outlen = o;
+	return out;
+}
+
 int kvjson_decode_ex(const ProtobufCMessageDescriptor *desc, const char *text,
 		     size_t len, unsigned flags, ProtobufCAllocator *alloc,
 		     ProtobufCMessage **out, size_t *consumed, char *err,
@@ -1059,6 +1113,15 @@ int kvjson_decode_ex(const ProtobufCMessageDescriptor *desc, const char *text,
 			  JSON_DECODE_ANY | ((flags & KVJSON_FIRST_VALUE) ?
 					     JSON_DISABLE_EOF_CHECK : 0),
 			  &jerr);
+	if (!root && !(flags & KVJSON_FIRST_VALUE) &&
+	    strstr(jerr.text, "too big")) {
+		size_t qlen;
+		char *quoted = quote_big_integers(text, len, &qlen);
+		if (!quoted)
+			return KV_ENOMEM;
+		root = json_loadb(quoted, qlen, JSON_DECODE_ANY, &jerr);
+		free(quoted);
+	}
 	if (!root)
 		return fail(&d, KV_EPROTO, "invalid JSON at line %d column %d: "
 			    "%s", jerr.line, jerr.column, jerr.text);

@@ -399,6 +399,24 @@ static void test_int64_as_strings(void **state)
 		     "{\"hash\":\"4294967295\"}", "{\"hash\":4294967295}");
 	dec_fail(&etcdserverpb__hash_response__descriptor,
 		 "{\"hash\":4294967296}", KV_EPROTO, "out of range");
+	/* uint64 beyond int64 as a bare number (Go accepts it). */
+	roundtrip_eq(&etcdserverpb__member_remove_request__descriptor,
+		     "{\"ID\":10276657743932975437}",
+		     "{\"ID\":\"10276657743932975437\"}");
+	roundtrip_eq(&etcdserverpb__member_update_request__descriptor,
+		     "{\"peerURLs\":[\"x 12345678901234567890\"],"
+		     "\"ID\":18446744073709551615}",
+		     "{\"peerURLs\":[\"x 12345678901234567890\"],"
+		     "\"ID\":\"18446744073709551615\"}");
+	roundtrip_eq(&etcdserverpb__range_request__descriptor,
+		     "{\"limit\":-9223372036854775808}",
+		     "{\"limit\":\"-9223372036854775808\"}");
+	dec_fail(&etcdserverpb__member_remove_request__descriptor,
+		 "{\"ID\":18446744073709551616}", KV_EPROTO, "uint64");
+	dec_fail(&etcdserverpb__range_request__descriptor,
+		 "{\"limit\":-9223372036854775809}", KV_EPROTO, "int64");
+	dec_fail(&etcdserverpb__range_request__descriptor,
+		 "{\"limit\":123456789012345678901.5}", KV_EPROTO, NULL);
 	dec_fail(&etcdserverpb__response_header__descriptor,
 		 "{\"member_id\":-1}", KV_EPROTO, "uint64");
 	dec_fail(&etcdserverpb__response_header__descriptor,
