@@ -718,6 +718,11 @@ static int run_control(struct wal *w, int kind, uint64_t a1, uint64_t a2)
 	r.kind = kind;
 	r.arg1 = a1;
 	r.arg2 = a2;
+	pthread_mutex_lock(&w->mu);
+	rv = check_usable(w);
+	pthread_mutex_unlock(&w->mu);
+	if (rv != 0)
+		return rv;
 	if (kind == OP_TRUNCATE) {
 		/* Never take lock while holding mu (the writer holds lock
 		 * and then takes mu). The writer checks again. */
