@@ -166,7 +166,7 @@ static int ctx_new(const struct tls_config *cfg, bool server,
 			goto err_after_ctx;
 		if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx,
 						       cfg->cert_file) != 1) {
-			snprintf(errbuf, errlen, "cert file %s: ",
+			snprintf(errbuf, errlen, "cert file %s",
 				 cfg->cert_file);
 			ssl_errors(errbuf, errlen);
 			rc = KV_EINVAL;
@@ -174,7 +174,7 @@ static int ctx_new(const struct tls_config *cfg, bool server,
 		}
 		if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, cfg->key_file,
 						SSL_FILETYPE_PEM) != 1) {
-			snprintf(errbuf, errlen, "key file %s: ",
+			snprintf(errbuf, errlen, "key file %s",
 				 cfg->key_file);
 			ssl_errors(errbuf, errlen);
 			if (strstr(errbuf, "mismatch") != NULL)
@@ -200,7 +200,7 @@ static int ctx_new(const struct tls_config *cfg, bool server,
 		if (SSL_CTX_load_verify_locations(ctx->ssl_ctx,
 						  cfg->trusted_ca_file,
 						  NULL) != 1) {
-			snprintf(errbuf, errlen, "trusted CA file %s: ",
+			snprintf(errbuf, errlen, "trusted CA file %s",
 				 cfg->trusted_ca_file);
 			ssl_errors(errbuf, errlen);
 			rc = KV_EINVAL;
