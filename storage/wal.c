@@ -399,7 +399,7 @@ static int write_batch(struct wal *w, struct wal_append_req *head,
 		assert(s->first + s->n == first);
 	}
 	if (s == NULL || (s->n > 0 && s->end + total > w->seg_size)) {
-		struct seg *ns;
+		struct seg *ns = NULL;
 		rv = seg_create(w, first, &ns);
 		if (rv != 0)
 			return rv;
