@@ -35,6 +35,15 @@ def start_echo(procs, bin_dir, certs, tls=True, cca=True, extra=(),
     return p, port
 
 
+def stop_clean(p):
+    """Stops p by PID with SIGTERM; it must exit 0 with no sanitizer
+    report (ASan/LSan builds print one and exit non-zero)."""
+    rc = p.stop()
+    log = p.log_text(tail=10000)
+    assert "Sanitizer" not in log, log
+    assert rc == 0, log
+
+
 def client_ctx(certs, cert="client", alpn=("http/1.1",)):
     ctx = ssl.create_default_context(cafile=str(certs["ca"]))
     if cert is not None:
@@ -147,6 +156,7 @@ def test_mtls_requests_and_keepalive(procs, bin_dir, certs):
     r = s.get(base + "/stream?count=3&interval_ms=20", timeout=10)
     assert r.text == "piece 0\npiece 1\npiece 2\n"
     assert r.headers["Transfer-Encoding"] == "chunked"
+    stop_clean(p)
 
 
 def test_body_limit_413(procs, bin_dir, certs):
@@ -156,6 +166,7 @@ def test_body_limit_413(procs, bin_dir, certs):
     assert s.post(url, data=b"x" * 1000, timeout=10).status_code == 200
     r = s.post(url, data=b"x" * 5000, timeout=10)
     assert r.status_code == 413
+    stop_clean(p)
 
 
 def test_bad_client_certs_refused(procs, bin_dir, certs):
@@ -171,6 +182,7 @@ def test_bad_client_certs_refused(procs, bin_dir, certs):
     log = p.log_text()
     assert "peer=127.0.0.1:" in log
     assert "certificate" in log
+    stop_clean(p)
 
 
 def test_garbage_closes_only_that_connection(procs, bin_dir, certs):
@@ -199,6 +211,7 @@ def test_garbage_closes_only_that_connection(procs, bin_dir, certs):
     kvtest.wait_for(lambda: "http request" in p.log_text(), timeout=5,
                     what="plaintext-to-TLS logged")
     assert p.alive()
+    stop_clean(p)
 
 
 def test_pipelining_keeps_order(procs, bin_dir, certs):
@@ -239,6 +252,8 @@ def test_pipelining_keeps_order(procs, bin_dir, certs):
     assert rs[0][2] == b"hello from kvd net\n"
     assert raw.recv(100) == b""
     raw.close()
+    stop_clean(p)
+    stop_clean(p2)
 
 
 def test_alpn_selection(procs, bin_dir, certs):
@@ -266,6 +281,7 @@ def test_alpn_selection(procs, bin_dir, certs):
         s, server_hostname="127.0.0.1")
     assert s.selected_alpn_protocol() == "h2"
     s.close()
+    stop_clean(p)
 
 
 def test_slow_reader_does_not_grow_memory(procs, bin_dir, certs):
@@ -286,9 +302,11 @@ def test_slow_reader_does_not_grow_memory(procs, bin_dir, certs):
     # Others are still served while the slow reader is stuck.
     assert s.get(base + "/hello", timeout=10).status_code == 200
     peak = max(peak, rss_kib(p.pid))
+    print(f"RSS {before} -> peak {peak} KiB")
     assert peak - before < 96 * 1024, f"RSS grew {before} -> {peak} KiB"
     slow.close()
     assert s.get(base + "/hello", timeout=10).status_code == 200
+    stop_clean(p)
 
 
 def test_sigterm_finishes_inflight_and_exits_zero(procs, bin_dir, certs):
@@ -346,3 +364,59 @@ def test_bad_cert_file_named(procs, bin_dir, certs, tmp_path):
     p2.popen.wait(10)
     assert p2.popen.returncode != 0
     assert "does not match" in p2.log_text()
+
+
+def test_idle_timeout_closes_quiet_connections(procs, bin_dir, certs):
+    p, port = start_echo(procs, bin_dir, certs,
+                         extra=["--idle-timeout-ms", "300"])
+    s = tls_socket(certs, port)
+    s.sendall(b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert read_responses(s, 1)[0][0] == 200
+    t0 = time.monotonic()
+    s.settimeout(5)
+    assert s.recv(100) == b""
+    assert 0.2 < time.monotonic() - t0 < 3
+    s.close()
+    # A handshake that never starts is cut too.
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert raw.recv(100) == b""
+    raw.close()
+    stop_clean(p)
+
+
+def test_many_concurrent_clients(procs, bin_dir, certs):
+    import concurrent.futures
+    p, port = start_echo(procs, bin_dir, certs)
+
+    def client(i):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=20,
+                                           context=client_ctx(certs))
+        for j in range(20):
+            body = f"{i}-{j}".encode() * (j + 1)
+            conn.request("POST", "/echo", body=body)
+            r = conn.getresponse()
+            assert r.status == 200 and r.read() == body
+        conn.close()
+        return i
+
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        assert sorted(ex.map(client, range(32))) == list(range(32))
+    stop_clean(p)
+
+
+def test_listen_errors(procs, bin_dir, certs):
+    p, port = start_echo(procs, bin_dir, certs, tls=False)
+    other = kvtest.free_port()
+    q = procs.start("busy", [bin_dir / "net_echo_server", "--listen",
+                             f"http://127.0.0.1:{other},"
+                             f"http://127.0.0.1:{port}"])
+    q.popen.wait(10)
+    assert q.popen.returncode != 0
+    assert "address already in use" in q.log_text()
+    assert f"127.0.0.1:{port}" in q.log_text()
+    assert "Sanitizer" not in q.log_text()
+    r = procs.start("badurl", [bin_dir / "net_echo_server", "--listen",
+                               "https://127.0.0.1"])
+    r.popen.wait(10)
+    assert r.popen.returncode == 2
+    stop_clean(p)
