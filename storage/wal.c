@@ -20,8 +20,9 @@
  * interrupted reset and are removed.
  *
  * Locks: mu guards the request queue, next_index, the sticky error and
- * errmsg; lock (rwlock) guards the segment table, first/last index and
- * meta. Only the writer thread changes files, segments and meta; it takes
+ * errmsg; lock (rwlock) guards the segment table, first/last index, meta
+ * and stats. Lock order: lock before mu; nobody waits for lock while
+ * holding mu. Only the writer thread changes files, segments and meta; it takes
  * lock for writing only to change the table, readers (iterators) take it
  * for reading around their preads, which only touch durable records. */
 #include <assert.h>
@@ -378,6 +379,28 @@ err_after_alloc:
 	return rv;
 }
 
+/* The segment table's invariants (caller holds lock or is single);
+ * called from assert() only. */
+static bool invariants_ok(const struct wal *w)
+{
+	if (w->nsegs == 0)
+		return w->last_index + 1 == w->first_index;
+	if (w->first_index != w->segs[0]->first)
+		return false;
+	for (size_t i = 0; i < w->nsegs; i++) {
+		const struct seg *s = w->segs[i];
+		if (i + 1 < w->nsegs && s->first + s->n != w->segs[i + 1]->first)
+			return false;
+		for (size_t k = 0; k < s->n; k++)
+			if (s->offs[k] < WAL_SEG_HDR_SIZE ||
+			    (k > 0 && s->offs[k] <= s->offs[k - 1]) ||
+			    s->offs[k] >= s->end)
+				return false;
+	}
+	const struct seg *l = w->segs[w->nsegs - 1];
+	return w->last_index + 1 == l->first + l->n;
+}
+
 /* ---------------------------------------------------------------- writer */
 
 /* Writes one batch of append requests (writer thread). */
@@ -453,6 +476,7 @@ static int write_batch(struct wal *w, struct wal_append_req *head,
 		w->stats.entries += n;
 		w->stats.bytes += total;
 	}
+	assert(rv != 0 || invariants_ok(w));
 	pthread_rwlock_unlock(&w->lock);
 	if (rv != 0)
 		return fail(w, rv, "index", s->path, s->end);
@@ -516,6 +540,7 @@ static int do_truncate(struct wal *w, uint64_t index)
 		}
 	}
 	w->last_index = index - 1;
+	assert(invariants_ok(w));
 out:
 	pthread_rwlock_unlock(&w->lock);
 	return rv;
@@ -543,6 +568,7 @@ static int do_drop(struct wal *w, uint64_t index)
 		}
 		seg_free(w, s);
 	}
+	assert(rv != 0 || invariants_ok(w));
 	pthread_rwlock_unlock(&w->lock);
 	return rv;
 }
@@ -574,6 +600,7 @@ static int do_reset(struct wal *w, uint64_t snap_index, uint64_t snap_term)
 	w->nsegs = 0;
 	w->first_index = snap_index + 1;
 	w->last_index = snap_index;
+	assert(invariants_ok(w));
 	pthread_rwlock_unlock(&w->lock);
 	if (rv == 0) {
 		rv = w->vfs->sync_dir(w->vfs, w->dir);
@@ -673,10 +700,17 @@ static void *writer_main(void *arg)
 			complete_appends(w, head, stop, rv);
 		} else {
 			int rv = err ? KV_EFAILSTOP : do_control(w, head);
+			if (rv != 0 && rv != KV_EFAILSTOP && head->detached)
+				/* Nobody waits: make it sticky. */
+				fail(w, rv, "truncate", w->dir, head->arg1);
 			pthread_mutex_lock(&w->mu);
-			head->status = rv;
-			head->done = true;
-			pthread_cond_broadcast(&w->cv_done);
+			if (head->detached) {
+				free(head);
+			} else {
+				head->status = rv;
+				head->done = true;
+				pthread_cond_broadcast(&w->cv_done);
+			}
 			pthread_mutex_unlock(&w->mu);
 		}
 		pthread_mutex_lock(&w->mu);
@@ -706,32 +740,40 @@ static int check_usable(struct wal *w)
 	return 0;
 }
 
-/* Queues a control request and waits for it. arg_check validates and
- * updates next_index under mu. */
-static int run_control(struct wal *w, int kind, uint64_t a1, uint64_t a2)
+/* Queues a control request and, unless detached, waits for it. A
+ * detached request is heap-allocated and freed by the writer; its failure
+ * is sticky, so it surfaces on the next call. */
+static int run_control(struct wal *w, int kind, uint64_t a1, uint64_t a2,
+		       bool detached)
 {
-	struct wal_append_req r;
+	struct wal_append_req local, *r = &local;
 	int rv;
 
 	assert(!w->thread_started || !pthread_equal(pthread_self(), w->thread));
-	memset(&r, 0, sizeof(r));
-	r.kind = kind;
-	r.arg1 = a1;
-	r.arg2 = a2;
 	pthread_mutex_lock(&w->mu);
 	rv = check_usable(w);
 	pthread_mutex_unlock(&w->mu);
 	if (rv != 0)
 		return rv;
 	if (kind == OP_TRUNCATE) {
-		/* Never take lock while holding mu (the writer holds lock
-		 * and then takes mu). The writer checks again. */
+		/* Lock order: lock, then mu; never wait for lock while
+		 * holding mu. The writer checks the range again. */
 		pthread_rwlock_rdlock(&w->lock);
 		rv = a1 < w->first_index ? KV_ERANGE : 0;
 		pthread_rwlock_unlock(&w->lock);
 		if (rv != 0)
 			return rv;
 	}
+	if (detached) {
+		r = malloc(sizeof(*r));
+		if (r == NULL)
+			return KV_ENOMEM;
+	}
+	memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->arg1 = a1;
+	r->arg2 = a2;
+	r->detached = detached;
 	pthread_mutex_lock(&w->mu);
 	rv = check_usable(w);
 	if (rv != 0)
@@ -753,12 +795,18 @@ static int run_control(struct wal *w, int kind, uint64_t a1, uint64_t a2)
 	default:
 		break;
 	}
-	enqueue(w, &r);
-	while (!r.done)
+	enqueue(w, r);
+	if (detached) {
+		r = NULL; /* the writer's now */
+		goto out;
+	}
+	while (!r->done)
 		pthread_cond_wait(&w->cv_done, &w->mu);
-	rv = r.status;
+	rv = r->status;
 out:
 	pthread_mutex_unlock(&w->mu);
+	if (detached && r != NULL)
+		free(r);
 	return rv;
 }
 
@@ -868,24 +916,29 @@ int wal_append_sync(struct wal *w, const struct wal_entry *ents, unsigned n)
 
 int wal_truncate(struct wal *w, uint64_t index)
 {
-	return run_control(w, OP_TRUNCATE, index, 0);
+	return run_control(w, OP_TRUNCATE, index, 0, false);
+}
+
+int wal_truncate_async(struct wal *w, uint64_t index)
+{
+	return run_control(w, OP_TRUNCATE, index, 0, true);
 }
 
 int wal_drop_prefix(struct wal *w, uint64_t index)
 {
-	return run_control(w, OP_DROP, index, 0);
+	return run_control(w, OP_DROP, index, 0, false);
 }
 
 int wal_reset(struct wal *w, uint64_t snap_index, uint64_t snap_term)
 {
 	if (snap_index == UINT64_MAX)
 		return KV_EINVAL;
-	return run_control(w, OP_RESET, snap_index, snap_term);
+	return run_control(w, OP_RESET, snap_index, snap_term, false);
 }
 
 int wal_set_term_vote(struct wal *w, uint64_t term, uint64_t vote)
 {
-	return run_control(w, OP_META, term, vote);
+	return run_control(w, OP_META, term, vote, false);
 }
 
 void wal_info(struct wal *w, struct wal_info *info)
@@ -1547,6 +1600,7 @@ static int load_dir(struct wal *w)
 		w->last_index = w->meta.snap_index;
 	}
 	w->next_index = w->last_index + 1;
+	assert(invariants_ok(w));
 	if (dirty) {
 		rv = w->vfs->sync_dir(w->vfs, w->dir);
 		if (rv != 0)

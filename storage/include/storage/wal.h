@@ -146,6 +146,7 @@ struct wal_append_req {
 	int kind;
 	int status;
 	bool done;
+	bool detached;
 	uint64_t arg1, arg2;
 };
 
@@ -168,6 +169,13 @@ int wal_append_sync(struct wal *w, const struct wal_entry *ents, unsigned n);
  * The next append continues at index. KV_ERANGE if index is below the
  * first index or above the next one. */
 int wal_truncate(struct wal *w, uint64_t index);
+
+/* Like wal_truncate, but returns once the truncation is queued, without
+ * waiting (raft_io.truncate's contract: appends submitted afterwards are
+ * written after it). The same range checks are made at once; a failure
+ * while truncating is sticky (KV_EFAILSTOP on later calls, the errmsg
+ * names file and offset). Safe to call from the loop thread. */
+int wal_truncate_async(struct wal *w, uint64_t index);
 
 /* Removes whole segments whose entries are all <= index (after a
  * snapshot at or beyond index); the segment being appended to is kept.

@@ -496,6 +496,75 @@ static void test_iter_live(void **state)
 	assert_int_equal(wal_close(w), 0);
 }
 
+/* wal_truncate_async returns at once; appends queued after it land after
+ * the truncation, in order. */
+static void test_truncate_async(void **state)
+{
+	const char *dir = *state;
+	struct wal *w = tu_open(dir, 4096, NULL);
+	struct wal_append_req reqs[10];
+	unsigned char buf[256];
+	int ok = 0;
+
+	tu_append(w, 1, 50, 1);
+	for (int i = 0; i < 5; i++) {
+		struct wal_entry e;
+		tu_entry(&e, 51 + (uint64_t)i, 1, buf);
+		reqs[i].data = &ok;
+		assert_int_equal(wal_append(w, &e, 1, &reqs[i], on_count), 0);
+	}
+	assert_int_equal(wal_truncate_async(w, 30), 0);
+	assert_int_equal(wal_next_index(w), 30);
+	for (int i = 5; i < 10; i++) {
+		struct wal_entry e;
+		tu_entry(&e, 30 + (uint64_t)i - 5, 2, buf);
+		reqs[i].data = &ok;
+		assert_int_equal(wal_append(w, &e, 1, &reqs[i], on_count), 0);
+	}
+	assert_int_equal(wal_truncate_async(w, 100), KV_ERANGE);
+	assert_int_equal(wal_close(w), 0);
+	assert_int_equal(ok, 10);
+	w = tu_open(dir, 4096, NULL);
+	tu_check(w, 1, 34);
+	struct wal_entry *e;
+	size_t n;
+	assert_int_equal(wal_load(w, 30, &e, &n), 0);
+	assert_int_equal(e[0].term, 2);
+	wal_entries_free(e, n);
+	assert_int_equal(wal_close(w), 0);
+}
+
+/* The POSIX vfs uses 64-bit offsets: write, read, size and truncate
+ * beyond 4 GiB in a sparse file. */
+static void test_vfs_64bit(void **state)
+{
+	const char *dir = *state;
+	struct vfs *v = vfs_posix();
+	struct vfs_file *f;
+	const uint64_t off = (5ull << 30) + 123;
+	unsigned char out[16];
+	uint64_t size;
+	size_t nread;
+
+	assert_int_equal(v->open(v, tu_path(dir, "big"),
+				 VFS_RDWR | VFS_CREATE, &f), 0);
+	assert_int_equal(v->pwrite(v, f, "0123456789abcdef", 16, off), 0);
+	assert_int_equal(v->size(v, f, &size), 0);
+	assert_int_equal(size, off + 16);
+	assert_int_equal(v->pread(v, f, out, 16, off, &nread), 0);
+	assert_int_equal(nread, 16);
+	assert_memory_equal(out, "0123456789abcdef", 16);
+	assert_int_equal(v->pread(v, f, out, 16, off + 8, &nread), 0);
+	assert_int_equal(nread, 8);
+	assert_int_equal(v->truncate(v, f, off + 4), 0);
+	assert_int_equal(v->size(v, f, &size), 0);
+	assert_int_equal(size, off + 4);
+	assert_int_equal(v->close(v, f), 0);
+	assert_int_equal(v->open(v, tu_path(dir, "nope"), VFS_RDONLY, &f),
+			 KV_ENOTFOUND);
+	assert_int_equal(v->mkdir(v, dir), KV_EEXIST);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -522,6 +591,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_group_commit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_iter_live, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_truncate_async, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_vfs_64bit, setup,
 						teardown),
 	};
 
