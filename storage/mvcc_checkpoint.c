@@ -1,0 +1,312 @@
+/* Checkpoints of the MVCC store (raft snapshots, `snapshot save`) and their
+ * verified restore. A checkpoint is a compacted LMDB copy made from LMDB's
+ * own read transaction, so the owner keeps writing meanwhile; its CRC32C
+ * and size go to "<path>.crc". */
+#include "storage/mvcc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/crc32c.h"
+#include "common/errors.h"
+#include "common/log.h"
+#include "mvcc_internal.h"
+
+#define MOD "mvcc"
+
+static int fsync_dir_of(const char *path)
+{
+	char *d = strdup(path);
+	if (d == NULL)
+		return KV_ENOMEM;
+	char *slash = strrchr(d, '/');
+	const char *dir = ".";
+	if (slash == d)
+		dir = "/";
+	else if (slash != NULL) {
+		*slash = 0;
+		dir = d;
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+	if (fd < 0 || fsync(fd) != 0)
+		rc = kv_from_errno(errno);
+	if (fd >= 0)
+		close(fd);
+	free(d);
+	return rc;
+}
+
+static int file_crc(const char *path, uint32_t *crc, uint64_t *size)
+{
+	unsigned char buf[1 << 16];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int rc = 0;
+
+	*crc = 0;
+	*size = 0;
+	if (fd < 0)
+		return kv_from_errno(errno);
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = kv_from_errno(errno);
+			break;
+		}
+		if (n == 0)
+			break;
+		*crc = kv_crc32c(*crc, buf, (size_t)n);
+		*size += (uint64_t)n;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Opens a copy read-only and reads its meta; KV_ECORRUPT if it is not a
+ * store. */
+static int inspect_copy(const char *path, struct mvcc_checkpoint_info *info)
+{
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	MDB_dbi meta, kv;
+	int64_t compact;
+	int rc;
+
+	rc = mdb_env_create(&env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(env, 8);
+	if (rc == 0)
+		rc = mdb_env_open(env, path,
+				  MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "meta", 0, &meta);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "kv", 0, &kv);
+	if (rc != 0) {
+		rc = KV_ECORRUPT;
+		goto out;
+	}
+	MDB_val k = { 6, "format" }, v;
+	if (mdb_get(txn, meta, &k, &v) != 0 || v.mv_size != 4 ||
+	    kv_load_u32le(v.mv_data) != MVCC_FORMAT) {
+		rc = KV_ECORRUPT;
+		goto out;
+	}
+	rc = mvcc_read_meta(txn, meta, &info->revision, &compact,
+			    &info->applied_index, &info->applied_term);
+	if (rc != 0)
+		rc = KV_ECORRUPT;
+out:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	if (env != NULL)
+		mdb_env_close(env);
+	return rc;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return kv_from_errno(errno);
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int write_sum(const char *path, uint32_t crc, uint64_t size)
+{
+	char name[4096], tmp[4200], line[64];
+	int rc = 0;
+
+	if (snprintf(name, sizeof(name), "%s.crc", path) >= (int)sizeof(name))
+		return KV_EINVAL;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	int n = snprintf(line, sizeof(line), "crc32c=%08" PRIx32
+			 " size=%" PRIu64 "\n", crc, size);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return kv_from_errno(errno);
+	rc = write_all(fd, line, (size_t)n);
+	if (rc == 0 && fsync(fd) != 0)
+		rc = kv_from_errno(errno);
+	close(fd);
+	if (rc == 0 && rename(tmp, name) != 0)
+		rc = kv_from_errno(errno);
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+static int read_sum(const char *path, uint32_t *crc, uint64_t *size)
+{
+	char name[4096], line[128];
+
+	if (snprintf(name, sizeof(name), "%s.crc", path) >= (int)sizeof(name))
+		return KV_EINVAL;
+	FILE *f = fopen(name, "re");
+	if (f == NULL)
+		return KV_ECORRUPT;
+	int ok = fgets(line, sizeof(line), f) != NULL &&
+		 sscanf(line, "crc32c=%" SCNx32 " size=%" SCNu64, crc, size) ==
+			 2;
+	fclose(f);
+	return ok ? 0 : KV_ECORRUPT;
+}
+
+int mvcc_checkpoint(struct mvcc *m, const char *path,
+		    struct mvcc_checkpoint_info *info)
+{
+	struct mvcc_checkpoint_info tmpinfo;
+	char tmp[4200];
+	int rc;
+
+	if (info == NULL)
+		info = &tmpinfo;
+	memset(info, 0, sizeof(*info));
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return KV_EINVAL;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return kv_from_errno(errno);
+	/* Counted as a reader: the map must not move under the copy. */
+	pthread_mutex_lock(&m->lock);
+	m->readers++;
+	pthread_mutex_unlock(&m->lock);
+	rc = mvcc_from_mdb(mdb_env_copyfd2(m->env, fd, MDB_CP_COMPACT));
+	pthread_mutex_lock(&m->lock);
+	m->readers--;
+	pthread_mutex_unlock(&m->lock);
+	if (rc == 0 && fsync(fd) != 0)
+		rc = kv_from_errno(errno);
+	close(fd);
+	if (rc == 0)
+		rc = file_crc(tmp, &info->crc32c, &info->size);
+	if (rc == 0)
+		rc = inspect_copy(tmp, info);
+	if (rc == 0)
+		rc = write_sum(path, info->crc32c, info->size);
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = kv_from_errno(errno);
+	if (rc == 0)
+		rc = fsync_dir_of(path);
+	if (rc != 0) {
+		unlink(tmp);
+		KV_WARN(MOD, "checkpoint failed", "path=%s err=%s", path,
+			kv_errname(rc));
+		return rc;
+	}
+	KV_INFO(MOD, "checkpoint written",
+		"path=%s size=%" PRIu64 " crc32c=%08" PRIx32 " rev=%" PRId64,
+		path, info->size, info->crc32c, info->revision);
+	return 0;
+}
+
+static int copy_file(const char *src, const char *dst)
+{
+	unsigned char buf[1 << 16];
+	int in = open(src, O_RDONLY | O_CLOEXEC);
+	int rc = 0;
+
+	if (in < 0)
+		return kv_from_errno(errno);
+	int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0) {
+		rc = kv_from_errno(errno);
+		close(in);
+		return rc;
+	}
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = kv_from_errno(errno);
+			break;
+		}
+		if (n == 0)
+			break;
+		rc = write_all(out, buf, (size_t)n);
+		if (rc != 0)
+			break;
+	}
+	if (rc == 0 && fsync(out) != 0)
+		rc = kv_from_errno(errno);
+	close(out);
+	close(in);
+	return rc;
+}
+
+int mvcc_restore(const char *path, const char *dir,
+		 struct mvcc_checkpoint_info *info)
+{
+	struct mvcc_checkpoint_info tmpinfo, got;
+	char tmp[4200], data[4200], lock[4200];
+	uint32_t want_crc;
+	uint64_t want_size;
+	int rc;
+
+	if (info == NULL)
+		info = &tmpinfo;
+	memset(info, 0, sizeof(*info));
+	if (snprintf(data, sizeof(data), "%s/data.mdb", dir) >=
+	    (int)sizeof(data))
+		return KV_EINVAL;
+	snprintf(tmp, sizeof(tmp), "%s/data.mdb.restore", dir);
+	snprintf(lock, sizeof(lock), "%s/lock.mdb", dir);
+	rc = read_sum(path, &want_crc, &want_size);
+	if (rc == 0)
+		rc = file_crc(path, &info->crc32c, &info->size);
+	if (rc == 0 && (info->crc32c != want_crc || info->size != want_size))
+		rc = KV_ECORRUPT;
+	if (rc == 0)
+		rc = inspect_copy(path, info);
+	if (rc != 0)
+		goto out;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		rc = kv_from_errno(errno);
+		goto out;
+	}
+	rc = copy_file(path, tmp);
+	/* Verify what landed on disk, not what we meant to write. */
+	if (rc == 0)
+		rc = file_crc(tmp, &got.crc32c, &got.size);
+	if (rc == 0 && (got.crc32c != want_crc || got.size != want_size))
+		rc = KV_EIO;
+	if (rc == 0 && rename(tmp, data) != 0)
+		rc = kv_from_errno(errno);
+	if (rc != 0) {
+		unlink(tmp);
+		goto out;
+	}
+	if (unlink(lock) != 0 && errno != ENOENT) {
+		rc = kv_from_errno(errno);
+		goto out;
+	}
+	rc = fsync_dir_of(data);
+out:
+	if (rc != 0)
+		KV_WARN(MOD, "restore refused", "path=%s dir=%s err=%s", path,
+			dir, kv_errname(rc));
+	else
+		KV_INFO(MOD, "restored", "path=%s dir=%s rev=%" PRId64, path,
+			dir, info->revision);
+	return rc;
+}
