@@ -53,7 +53,12 @@ struct net_conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
 	uv_write_t wreq;
+	uv_connect_t creq;
 	struct net_server *srv;
+	/* Outgoing connections: called once, when ready or failed. */
+	net_on_connect on_connect;
+	void *connect_data;
+	int fail_rc;
 	struct net_conn *prev, *next, *starved_next;
 	/* The handler pointers: socket bytes in, protocol plaintext out. */
 	void (*recv)(struct net_conn *c, const char *p, size_t n);
@@ -69,7 +74,7 @@ struct net_conn {
 	bool app_paused, out_paused, budget_paused, ended;
 	uint64_t tick, last_active;
 	size_t budget_used;
-	char peer[80];
+	char peer[272]; /* "ip:port" or "host:port" */
 	char alpn[32];
 	char peer_cn[128];
 };
@@ -77,6 +82,9 @@ struct net_conn {
 static void flush(struct net_conn *c);
 static void do_close(struct net_conn *c);
 static void maybe_finish_shutdown(struct net_server *s);
+static int url_addr(const struct net_url *url, struct sockaddr_storage *ss);
+static int from_uv(int rc);
+static void on_conn_timer(uv_timer_t *t);
 
 /* ---- reading ----------------------------------------------------------- */
 
@@ -125,8 +133,10 @@ static void end_input(struct net_conn *c, const char *why)
 		net_conn_close(c, why);
 }
 
-static void conn_fail(struct net_conn *c, const char *what, const char *msg)
+static void conn_fail(struct net_conn *c, int rc, const char *what,
+		      const char *msg)
 {
+	c->fail_rc = rc;
 	KV_WARN("net", "connection closed", "peer=%s reason=\"%s: %s\"",
 		c->peer, what, msg);
 	/* Graceful, so a pending TLS alert still reaches the peer. */
@@ -164,7 +174,14 @@ static void become_ready(struct net_conn *c)
 			 tls_engine_version(c->tls), alpn ? alpn : "-",
 			 c->peer_cn);
 	}
-	c->srv->on_ready(c, c->alpn[0] ? c->alpn : NULL, c->srv->data);
+	if (c->on_connect != NULL) {
+		net_on_connect cb = c->on_connect;
+		c->on_connect = NULL;
+		cb(c, 0, c->alpn[0] ? c->alpn : NULL, c->connect_data);
+	} else {
+		c->srv->on_ready(c, c->alpn[0] ? c->alpn : NULL,
+				 c->srv->data);
+	}
 	if (c->h == NULL && !c->closing && !c->close_after_flush)
 		net_conn_close(c, "no protocol handler");
 }
@@ -186,7 +203,7 @@ static void tls_recv(struct net_conn *c, const char *p, size_t n)
 		}
 		if (rc != 0) {
 			tls_flush(c);
-			conn_fail(c, "TLS handshake failed",
+			conn_fail(c, rc, "TLS handshake failed",
 				  tls_engine_errmsg(c->tls));
 			return;
 		}
@@ -202,7 +219,8 @@ static void tls_recv(struct net_conn *c, const char *p, size_t n)
 		if (rc == KV_ECLOSED)
 			end_input(c, "peer sent close_notify");
 		else if (rc != KV_EAGAIN)
-			conn_fail(c, "TLS error", tls_engine_errmsg(c->tls));
+			conn_fail(c, rc, "TLS error",
+				  tls_engine_errmsg(c->tls));
 		break;
 	}
 	if (!c->closing)
@@ -220,6 +238,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		if (nread != UV_EOF) {
 			net_conn_abort(c, uv_strerror((int)nread));
 		} else if (!c->ready) {
+			c->fail_rc = KV_ECLOSED;
 			KV_WARN("net", "connection closed",
 				"peer=%s reason=\"EOF during TLS handshake\"",
 				c->peer);
@@ -400,6 +419,12 @@ static void do_close(struct net_conn *c)
 	c->handles_open = 2;
 	uv_close((uv_handle_t *)&c->timer, on_handle_close);
 	uv_close((uv_handle_t *)&c->tcp, on_handle_close);
+	if (c->on_connect != NULL) { /* an outgoing conn that never got ready */
+		net_on_connect cb = c->on_connect;
+		c->on_connect = NULL;
+		cb(NULL, c->fail_rc ? c->fail_rc : KV_ECLOSED, NULL,
+		   c->connect_data);
+	}
 	maybe_finish_shutdown(s);
 }
 
@@ -481,6 +506,7 @@ static void on_conn_timer(uv_timer_t *t)
 
 	if (now - c->last_active >= idle) {
 		KV_INFO("net", "idle timeout", "peer=%s", c->peer);
+		c->fail_rc = KV_ETIMEOUT;
 		net_conn_abort(c, NULL);
 		return;
 	}
@@ -510,6 +536,29 @@ static void format_peer(struct net_conn *c)
 	snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
 }
 
+/* A linked connection with both handles initialised, so every failure
+ * can go through do_close. */
+static struct net_conn *conn_new(struct net_server *s)
+{
+	struct net_conn *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->srv = s;
+	c->refs = 1;
+	kv_buf_init(&c->out);
+	kv_buf_init(&c->inflight);
+	uv_tcp_init(s->loop, &c->tcp);
+	c->tcp.data = c;
+	uv_timer_init(s->loop, &c->timer);
+	c->timer.data = c;
+	c->next = s->conns;
+	if (s->conns != NULL)
+		s->conns->prev = c;
+	s->conns = c;
+	s->nconns++;
+	return c;
+}
+
 static void on_reject_close(uv_handle_t *h)
 {
 	free(h);
@@ -527,7 +576,7 @@ static void on_connection(uv_stream_t *ls, int status)
 			uv_strerror(status));
 		return;
 	}
-	c = calloc(1, sizeof(*c));
+	c = conn_new(s);
 	if (c == NULL) {
 		uv_tcp_t *t = malloc(sizeof(*t));
 		if (t == NULL)
@@ -539,20 +588,6 @@ static void on_connection(uv_stream_t *ls, int status)
 		uv_close((uv_handle_t *)t, on_reject_close);
 		return;
 	}
-	c->srv = s;
-	c->refs = 1;
-	kv_buf_init(&c->out);
-	kv_buf_init(&c->inflight);
-	uv_tcp_init(s->loop, &c->tcp);
-	c->tcp.data = c;
-	uv_timer_init(s->loop, &c->timer);
-	c->timer.data = c;
-	/* Linked first so every failure below can use do_close. */
-	c->next = s->conns;
-	if (s->conns != NULL)
-		s->conns->prev = c;
-	s->conns = c;
-	s->nconns++;
 	if ((rc = uv_accept(ls, (uv_stream_t *)&c->tcp)) != 0) {
 		KV_WARN("net", "accept failed", "url=%s err=\"%s\"", l->url,
 			uv_strerror(rc));
@@ -577,6 +612,114 @@ static void on_connection(uv_stream_t *ls, int status)
 	update_reading(c);
 	if (c->tls == NULL && !c->closing)
 		become_ready(c);
+}
+
+/* ---- connecting -------------------------------------------------------- */
+
+static int url_addr(const struct net_url *url, struct sockaddr_storage *ss)
+{
+	const char *host = url->host;
+	if (strcmp(host, "localhost") == 0)
+		host = "127.0.0.1";
+	if (uv_ip4_addr(host, url->port, (struct sockaddr_in *)ss) != 0 &&
+	    uv_ip6_addr(host, url->port, (struct sockaddr_in6 *)ss) != 0)
+		return KV_EINVAL;
+	return 0;
+}
+
+static int from_uv(int rc)
+{
+	switch (rc) {
+	case UV_EADDRINUSE: return KV_EEXIST;
+	case UV_EACCES:
+	case UV_EPERM: return KV_EPERM;
+	case UV_EADDRNOTAVAIL:
+	case UV_EINVAL: return KV_EINVAL;
+	case UV_ENOMEM: return KV_ENOMEM;
+	case UV_ETIMEDOUT: return KV_ETIMEOUT;
+	case UV_ECONNREFUSED:
+	case UV_ECONNRESET:
+	case UV_EPIPE:
+	case UV_EOF: return KV_ECLOSED;
+	case UV_ECANCELED: return KV_ECANCELED;
+	default: return KV_EIO;
+	}
+}
+
+static void on_connected(uv_connect_t *req, int status)
+{
+	struct net_conn *c = container_of(req, struct net_conn, creq);
+	int rc;
+
+	if (c->closing)
+		return;
+	if (status < 0) {
+		c->fail_rc = from_uv(status);
+		KV_WARN("net", "connect failed", "peer=%s err=\"%s\"", c->peer,
+			uv_strerror(status));
+		do_close(c);
+		return;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	c->last_active = uv_now(c->srv->loop);
+	update_reading(c);
+	if (c->closing)
+		return;
+	if (c->tls == NULL) {
+		become_ready(c);
+		return;
+	}
+	rc = tls_engine_handshake(c->tls); /* the client speaks first */
+	tls_flush(c);
+	if (rc != KV_EAGAIN && rc != 0 && !c->closing)
+		conn_fail(c, rc, "TLS handshake failed",
+			  tls_engine_errmsg(c->tls));
+}
+
+int net_server_connect(struct net_server *s, const struct net_url *url,
+		       struct tls_ctx *tls, const char *peer_name,
+		       net_on_connect on_connect, void *data)
+{
+	struct sockaddr_storage ss;
+	struct net_conn *c;
+	int rc;
+
+	if (s->shutting)
+		return KV_ECLOSED;
+	if (url_addr(url, &ss) != 0)
+		return KV_EINVAL;
+	if (url->tls && (tls == NULL || tls_ctx_is_server(tls)))
+		return KV_EINVAL;
+	c = conn_new(s);
+	if (c == NULL)
+		return KV_ENOMEM;
+	snprintf(c->peer, sizeof(c->peer), "%s:%u", url->host, url->port);
+	if (url->tls) {
+		rc = tls_engine_new(tls, peer_name ? peer_name : url->host,
+				    &c->tls);
+		if (rc != 0)
+			goto err_after_conn;
+		c->recv = tls_recv;
+		c->send = tls_send;
+	} else {
+		c->recv = plain_recv;
+		c->send = plain_send;
+	}
+	rc = uv_tcp_connect(&c->creq, &c->tcp, (struct sockaddr *)&ss,
+			    on_connected);
+	if (rc != 0) {
+		rc = from_uv(rc);
+		goto err_after_conn;
+	}
+	c->on_connect = on_connect;
+	c->connect_data = data;
+	c->last_active = uv_now(s->loop);
+	uv_timer_start(&c->timer, on_conn_timer, s->cfg.idle_timeout_ms, 0);
+	return 0;
+
+err_after_conn:
+	do_close(c);
+	return rc;
 }
 
 /* ---- server ------------------------------------------------------------ */
@@ -662,8 +805,7 @@ int net_server_listen(struct net_server *s, const struct net_url *url,
 	}
 	if (strcmp(host, "localhost") == 0)
 		host = "127.0.0.1";
-	if (uv_ip4_addr(host, url->port, (struct sockaddr_in *)&ss) != 0 &&
-	    uv_ip6_addr(host, url->port, (struct sockaddr_in6 *)&ss) != 0) {
+	if (url_addr(url, &ss) != 0) {
 		KV_ERROR("net", "listen failed",
 			 "host=%s err=\"listen address must be an IP\"",
 			 url->host);
@@ -677,6 +819,7 @@ int net_server_listen(struct net_server *s, const struct net_url *url,
 	snprintf(l->url, sizeof(l->url), "%s://%s%s%s:%u",
 		 url->tls ? "https" : "http", strchr(host, ':') ? "[" : "",
 		 host, strchr(host, ':') ? "]" : "", url->port);
+	l->port = url->port;
 	uv_tcp_init(s->loop, &l->tcp);
 	l->tcp.data = l;
 	rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
@@ -686,18 +829,17 @@ int net_server_listen(struct net_server *s, const struct net_url *url,
 		KV_ERROR("net", "listen failed", "url=%s err=\"%s\"", l->url,
 			 uv_strerror(rc));
 		uv_close((uv_handle_t *)&l->tcp, on_bad_listener_close);
-		if (rc == UV_EADDRINUSE)
-			return KV_EEXIST;
-		if (rc == UV_EACCES || rc == UV_EPERM)
-			return KV_EPERM;
-		if (rc == UV_EADDRNOTAVAIL || rc == UV_EINVAL)
-			return KV_EINVAL;
-		return KV_EIO;
+		return from_uv(rc);
 	}
 	if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) == 0)
 		l->port = ntohs(ss.ss_family == AF_INET6
 				? ((struct sockaddr_in6 *)&ss)->sin6_port
 				: ((struct sockaddr_in *)&ss)->sin_port);
+	if (url->port == 0)
+		snprintf(l->url, sizeof(l->url), "%s://%s%s%s:%u",
+			 url->tls ? "https" : "http",
+			 strchr(host, ':') ? "[" : "", host,
+			 strchr(host, ':') ? "]" : "", l->port);
 	s->listeners[s->nlisteners++] = l;
 	s->listeners_open++;
 	KV_INFO("net", "listening", "url=%s tls=%s", l->url,

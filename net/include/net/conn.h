@@ -139,6 +139,24 @@ uint16_t net_server_port(const struct net_server *s, size_t i);
 /* Number of open connections. */
 size_t net_server_conn_count(const struct net_server *s);
 
+/* Outgoing connections (peers, tests) live in the same server object and
+ * follow the same rules as accepted ones. on_connect runs once: with the
+ * ready connection (status 0; TLS handshake done, alpn negotiated or NULL;
+ * the callback installs a handler as on_ready does), or with c == NULL
+ * and a negative KV_E* status (KV_ECLOSED: refused or closed, KV_EPERM:
+ * the server's certificate was refused, KV_EPROTO, KV_ETIMEOUT, ...). */
+typedef void (*net_on_connect)(struct net_conn *c, int status,
+			       const char *alpn, void *data);
+
+/* Connects to url (an IP address or localhost). A https URL needs a client
+ * TLS context (kept alive by the caller until on_connect ran); peer_name
+ * (NULL: url->host) is checked against the server's certificate. Returns
+ * 0 (on_connect will run) or KV_EINVAL / KV_ENOMEM / KV_ECLOSED (server
+ * shutting down), and then on_connect never runs. */
+int net_server_connect(struct net_server *s, const struct net_url *url,
+		       struct tls_ctx *tls, const char *peer_name,
+		       net_on_connect on_connect, void *data);
+
 /* Stops accepting, asks every connection to finish (on_end), force-closes
  * those still open after grace_ms, then frees the server and calls
  * on_done(data) (may be NULL). Call once. */

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "common/buf.h"
 #include "kv/errors.h"
 #include "net/conn.h"
@@ -896,6 +898,202 @@ static void test_http_expect_continue(void **state)
 	kv_buf_free(&f.out);
 }
 
+
+/* ---- connections on a real loop (loopback sockets) ------------------- */
+
+struct lb {
+	uv_loop_t loop;
+	uv_timer_t guard;
+	struct net_server *srv;
+	struct tls_ctx *sctx, *cctx;
+	struct net_conn *client;
+	struct kv_buf got;
+	int connect_status;
+	bool connected, client_closed, done, timed_out;
+	const char *expect; /* shut down once got contains this */
+};
+
+static void lb_on_request(struct http_request *req, void *data)
+{
+	static const char hello[] = "hi there";
+	(void)data;
+	if (strcmp(req->method, "POST") == 0)
+		http_respond(req, 200, NULL, 0, req->body, req->body_len);
+	else
+		http_respond(req, 200, NULL, 0, hello, sizeof(hello) - 1);
+}
+
+static void lb_on_ready(struct net_conn *c, const char *alpn, void *data)
+{
+	(void)alpn;
+	http_attach(c, NULL, lb_on_request, data);
+}
+
+static void lb_on_done(void *data)
+{
+	struct lb *t = data;
+	t->done = true;
+	uv_close((uv_handle_t *)&t->guard, NULL);
+}
+
+static void lb_finish(struct lb *t)
+{
+	if (t->srv != NULL) {
+		net_server_shutdown(t->srv, 1000, lb_on_done, t);
+		t->srv = NULL;
+	}
+}
+
+static void lb_client_data(void *data, const char *p, size_t n)
+{
+	struct lb *t = data;
+	assert_int_equal(kv_buf_append(&t->got, p, n), 0);
+	assert_int_equal(kv_buf_putc(&t->got, '\0'), 0);
+	t->got.len--;
+	if (t->expect != NULL && strstr((char *)t->got.base, t->expect))
+		lb_finish(t);
+}
+
+static void lb_client_close(void *data)
+{
+	struct lb *t = data;
+	t->client_closed = true;
+	lb_finish(t);
+}
+
+static const struct net_conn_handler lb_client_handler = {
+	.on_data = lb_client_data,
+	.on_close = lb_client_close,
+};
+
+static void lb_on_connect(struct net_conn *c, int status, const char *alpn,
+			  void *data)
+{
+	static const char reqs[] =
+		"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd";
+	struct lb *t = data;
+	t->connect_status = status;
+	if (status != 0) {
+		assert_null(c);
+		lb_finish(t);
+		return;
+	}
+	t->connected = true;
+	t->client = c;
+	if (alpn != NULL)
+		assert_string_equal(alpn, "http/1.1");
+	net_conn_set_handler(c, &lb_client_handler, t);
+	assert_int_equal(net_conn_write(c, reqs, sizeof(reqs) - 1), 0);
+}
+
+static void lb_on_guard(uv_timer_t *h)
+{
+	struct lb *t = h->data;
+	t->timed_out = true;
+	lb_finish(t);
+}
+
+/* Runs one client against a loopback server; returns after the loop has
+ * closed every handle. */
+static void loopback(struct lb *t, bool tls, const char *client_cert,
+		     const char *peer_name, bool refuse_port)
+{
+	struct net_url url;
+	char u[64];
+	uint16_t port;
+
+	memset(t, 0, sizeof(*t));
+	kv_buf_init(&t->got);
+	t->expect = "abcd";
+	assert_int_equal(uv_loop_init(&t->loop), 0);
+	uv_timer_init(&t->loop, &t->guard);
+	t->guard.data = t;
+	uv_timer_start(&t->guard, lb_on_guard, 5000, 0);
+	assert_int_equal(net_server_new(&t->loop, NULL, lb_on_ready, t,
+					&t->srv), 0);
+	if (tls) {
+		t->sctx = server_ctx(true, NULL);
+		t->cctx = client_ctx(client_cert, "http/1.1");
+	}
+	assert_int_equal(net_url_parse(tls ? "https://127.0.0.1:0"
+					   : "http://127.0.0.1:0", &url), 0);
+	assert_int_equal(net_server_listen(t->srv, &url, t->sctx), 0);
+	port = net_server_port(t->srv, 0);
+	assert_true(port > 0);
+	if (refuse_port) {
+		/* a port that was free a moment ago: nobody listens */
+		uv_tcp_t tmp;
+		struct sockaddr_in a;
+		struct sockaddr_storage ss;
+		int len = sizeof(ss);
+		uv_tcp_init(&t->loop, &tmp);
+		uv_ip4_addr("127.0.0.1", 0, &a);
+		uv_tcp_bind(&tmp, (struct sockaddr *)&a, 0);
+		uv_tcp_getsockname(&tmp, (struct sockaddr *)&ss, &len);
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		uv_close((uv_handle_t *)&tmp, NULL);
+	}
+	snprintf(u, sizeof(u), "%s://127.0.0.1:%u", tls ? "https" : "http",
+		 port);
+	assert_int_equal(net_url_parse(u, &url), 0);
+	assert_int_equal(net_server_connect(t->srv, &url, t->cctx, peer_name,
+					    lb_on_connect, t), 0);
+	uv_run(&t->loop, UV_RUN_DEFAULT);
+	assert_true(t->done);
+	assert_false(t->timed_out);
+	assert_int_equal(uv_loop_close(&t->loop), 0);
+	tls_ctx_free(t->sctx);
+	tls_ctx_free(t->cctx);
+}
+
+static void test_conn_loopback_plain(void **state)
+{
+	struct lb t;
+	(void)state;
+	loopback(&t, false, NULL, NULL, false);
+	assert_int_equal(t.connect_status, 0);
+	assert_non_null(strstr((char *)t.got.base, "hi there"));
+	assert_true(strstr((char *)t.got.base, "hi there") <
+		    strstr((char *)t.got.base, "abcd"));
+	assert_true(t.client_closed);
+	kv_buf_free(&t.got);
+}
+
+static void test_conn_loopback_mtls(void **state)
+{
+	struct lb t;
+	(void)state;
+	loopback(&t, true, "client", NULL, false);
+	assert_int_equal(t.connect_status, 0);
+	assert_non_null(strstr((char *)t.got.base, "hi there"));
+	assert_non_null(strstr((char *)t.got.base, "abcd"));
+	kv_buf_free(&t.got);
+}
+
+static void test_conn_loopback_refusals(void **state)
+{
+	struct lb t;
+	(void)state;
+
+	/* A rogue client cert: the server refuses it, no answer comes. */
+	loopback(&t, true, "rogue", NULL, false);
+	assert_int_equal(t.got.len, 0);
+	assert_true(t.client_closed || t.connect_status != 0);
+	kv_buf_free(&t.got);
+
+	/* The server's cert does not name the address we asked for. */
+	loopback(&t, true, "client", "10.1.2.3", false);
+	assert_int_equal(t.connect_status, KV_EPERM);
+	assert_false(t.connected);
+	kv_buf_free(&t.got);
+
+	/* Nobody listening. */
+	loopback(&t, false, NULL, NULL, true);
+	assert_int_equal(t.connect_status, KV_ECLOSED);
+	kv_buf_free(&t.got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tls_tests[] = {
@@ -907,6 +1105,9 @@ int main(void)
 		cmocka_unit_test(test_tls_server_name_checked),
 		cmocka_unit_test(test_tls_garbage_input),
 		cmocka_unit_test(test_tls_ctx_file_errors),
+		cmocka_unit_test(test_conn_loopback_plain),
+		cmocka_unit_test(test_conn_loopback_mtls),
+		cmocka_unit_test(test_conn_loopback_refusals),
 	};
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_url_parse),
