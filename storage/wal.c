@@ -379,6 +379,7 @@ err_after_alloc:
 	return rv;
 }
 
+#ifndef NDEBUG
 /* The segment table's invariants (caller holds lock or is single);
  * called from assert() only. */
 static bool invariants_ok(const struct wal *w)
@@ -400,6 +401,7 @@ static bool invariants_ok(const struct wal *w)
 	const struct seg *l = w->segs[w->nsegs - 1];
 	return w->last_index + 1 == l->first + l->n;
 }
+#endif
 
 /* ---------------------------------------------------------------- writer */
 
