@@ -202,6 +202,16 @@ static void tls_recv(struct net_conn *c, const char *p, size_t n)
 			return;
 		}
 		if (rc != 0) {
+			if (strstr(tls_engine_errmsg(c->tls), "http request")) {
+				/* Plaintext HTTP to a TLS port: say so in
+				 * plaintext, as etcd (Go's net/http) does. */
+				static const char msg[] =
+					"HTTP/1.0 400 Bad Request\r\n\r\n"
+					"Client sent an HTTP request to an "
+					"HTTPS server.\n";
+				(void)kv_buf_append(&c->out, msg,
+						    sizeof(msg) - 1);
+			}
 			tls_flush(c);
 			conn_fail(c, rc, "TLS handshake failed",
 				  tls_engine_errmsg(c->tls));
@@ -504,6 +514,9 @@ static void on_conn_timer(uv_timer_t *t)
 	uint64_t now = uv_now(c->srv->loop);
 	uint64_t idle = c->srv->cfg.idle_timeout_ms;
 
+	if (now - c->last_active >= idle && c->ready && c->h != NULL &&
+	    c->h->busy != NULL && c->h->busy(c->hdata))
+		c->last_active = now; /* quiet but working: not idle */
 	if (now - c->last_active >= idle) {
 		KV_INFO("net", "idle timeout", "peer=%s", c->peer);
 		c->fail_rc = KV_ETIMEOUT;

@@ -49,6 +49,7 @@ struct http_session {
 	http_on_request on_request;
 	void *data;
 	struct req *cur;         /* being parsed */
+	struct req *complete;    /* parsed, to dispatch after the pause */
 	struct req *head, *tail; /* waiting for or sending answers, in order */
 	unsigned queued;
 	struct kv_buf in; /* input not yet parsed */
@@ -307,12 +308,15 @@ static int on_message_complete(llhttp_t *p)
 	pub->nheaders = r->nh;
 	pub->body = r->body.base;
 	pub->body_len = r->body.len;
-	pub->keep_alive = llhttp_should_keep_alive(p) != 0;
+	/* No protocol upgrades (h2c, websocket, CONNECT): such a request is
+	 * answered as a plain one and the connection closes after it. */
+	pub->keep_alive = llhttp_should_keep_alive(p) != 0 && !p->upgrade;
 	if (!pub->keep_alive)
 		s->stop_parsing = true;
 	s->cur = NULL;
 	r->state = REQ_WAITING;
 	enqueue(s, r);
+	s->complete = r;
 	return HPE_PAUSED; /* dispatch outside llhttp_execute */
 
 err_nomem:
@@ -441,16 +445,18 @@ static void process(struct http_session *s)
 		if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
 			size_t used = (size_t)(llhttp_get_error_pos(&s->parser) -
 					       base);
-			struct req *r = s->tail;
+			struct req *r = s->complete;
+			s->complete = NULL;
 			kv_buf_consume(&s->in, used);
 			if (err == HPE_PAUSED_UPGRADE) {
-				/* No protocol upgrades: answer, then close. */
-				r->pub.keep_alive = false;
+				/* not reached: upgrades stop parsing above */
 				s->stop_parsing = true;
+				kv_buf_reset(&s->in);
 			} else {
 				llhttp_resume(&s->parser);
 			}
-			s->on_request(&r->pub, s->data);
+			if (r != NULL)
+				s->on_request(&r->pub, s->data);
 			continue;
 		}
 		if (s->error_status == 431)
@@ -463,11 +469,6 @@ static void process(struct http_session *s)
 			fail_request(s, 400, llhttp_errno_name(err));
 	}
 	s->processing = false;
-	if (s->ended && !s->stop_parsing && s->in.len > 0 && s->cur == NULL &&
-	    s->queued < s->cfg.max_pipeline) {
-		/* leftover bytes that are not a request: ignore */
-		kv_buf_reset(&s->in);
-	}
 	update_pause(s);
 	maybe_close(s);
 }
@@ -489,6 +490,11 @@ void http_session_end(struct http_session *s)
 	process(s);
 	if (s->head == NULL)
 		close_io(s);
+}
+
+bool http_session_busy(const struct http_session *s)
+{
+	return s->head != NULL;
 }
 
 void http_session_writable(struct http_session *s)
@@ -695,6 +701,11 @@ static void on_conn_end(void *data)
 	http_session_end(((struct http_conn *)data)->s);
 }
 
+static bool on_conn_busy(void *data)
+{
+	return http_session_busy(((struct http_conn *)data)->s);
+}
+
 static void on_conn_close(void *data)
 {
 	struct http_conn *hc = data;
@@ -713,6 +724,7 @@ static const struct net_conn_handler conn_handler = {
 	.on_data = on_conn_data,
 	.on_writable = on_conn_writable,
 	.on_end = on_conn_end,
+	.busy = on_conn_busy,
 	.on_close = on_conn_close,
 };
 

@@ -210,6 +210,18 @@ def test_garbage_closes_only_that_connection(procs, bin_dir, certs):
     good.close()
     kvtest.wait_for(lambda: "http request" in p.log_text(), timeout=5,
                     what="plaintext-to-TLS logged")
+    # Plaintext HTTP to the TLS port gets a plaintext hint, as from etcd.
+    bad = socket.create_connection(("127.0.0.1", port), timeout=10)
+    bad.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while True:
+        d = bad.recv(4096)
+        if not d:
+            break
+        data += d
+    bad.close()
+    assert data.startswith(b"HTTP/1.0 400 Bad Request")
+    assert b"HTTP request to an HTTPS server" in data
     assert p.alive()
     stop_clean(p)
 
@@ -376,6 +388,12 @@ def test_idle_timeout_closes_quiet_connections(procs, bin_dir, certs):
     s.settimeout(5)
     assert s.recv(100) == b""
     assert 0.2 < time.monotonic() - t0 < 3
+    s.close()
+    # A quiet stream is busy, not idle: pieces 700 ms apart survive.
+    s = tls_socket(certs, port)
+    s.sendall(b"GET /stream?count=3&interval_ms=700 HTTP/1.1\r\n"
+              b"Host: a\r\n\r\n")
+    assert read_responses(s, 1)[0][2] == b"piece 0\npiece 1\npiece 2\n"
     s.close()
     # A handshake that never starts is cut too.
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)

@@ -63,6 +63,9 @@ struct net_conn_handler {
 	 * down): finish what is in flight, then net_conn_close(). Without
 	 * this hook the connection is closed gracefully at once. */
 	void (*on_end)(void *data);
+	/* True while the protocol has work in flight; the idle timeout
+	 * only closes connections that are quiet and not busy. */
+	bool (*busy)(void *data);
 	/* Last call: the connection is going away; release your state. Runs
 	 * from the close callback; the connection must not be used after. */
 	void (*on_close)(void *data);
@@ -111,7 +114,9 @@ const char *net_conn_peer_cn(const struct net_conn *c);
 struct net_server_config {
 	size_t max_pending_out;   /* default 4 MiB */
 	size_t read_budget;       /* per connection per wake-up; 256 KiB */
-	uint64_t idle_timeout_ms; /* no I/O for this long closes; 0 = 300 s */
+	/* No I/O for this long, with the handler not busy, closes the
+	 * connection (also bounds the TLS handshake); 0 = 300 s. */
+	uint64_t idle_timeout_ms;
 };
 
 /* A connection is ready for a protocol: the TLS handshake finished (alpn

@@ -115,6 +115,9 @@ int http_session_new(const struct http_config *cfg, const struct http_io *io,
 void http_session_feed(struct http_session *s, const char *p, size_t n);
 /* The transport can take output again: resumes streams and parsing. */
 void http_session_writable(struct http_session *s);
+/* True while a request awaits or streams its answer (the connection is
+ * not idle then, even without traffic: a watch stream may be quiet). */
+bool http_session_busy(const struct http_session *s);
 /* No more input: answer what is queued, then close. */
 void http_session_end(struct http_session *s);
 /* Aborts unanswered requests (their on_abort runs) and frees. */

@@ -797,6 +797,7 @@ static void test_http_end_after_requests(void **state)
 
 	f.async = true;
 	feed_str(s, "GET /a HTTP/1.1\r\n\r\n");
+	assert_true(http_session_busy(s));
 	http_session_end(s);
 	assert_false(f.closed);
 	answer(f.held[0]);
@@ -881,6 +882,31 @@ static void test_http_abort_pending(void **state)
 	http_session_free(s);
 	assert_int_equal(f.aborted, 2);
 	kv_buf_free(&f.out);
+}
+
+/* No protocol upgrades: the request is answered, then the session closes
+ * and later bytes are ignored. */
+static void test_http_upgrade_refused(void **state)
+{
+	static const char *reqs[] = {
+		"GET /u HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+		"GET /x HTTP/1.1\r\n\r\n",
+		"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+		"GET /x HTTP/1.1\r\n\r\n",
+	};
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		struct fake f;
+		struct http_session *s = session(&f, NULL);
+		feed_str(s, reqs[i]);
+		assert_int_equal(count(out_str(&f), "HTTP/1.1 200"), 1);
+		assert_non_null(strstr(out_str(&f), "Connection: close"));
+		assert_null(strstr(out_str(&f), "/x"));
+		assert_true(f.closed);
+		assert_false(http_session_busy(s));
+		http_session_free(s);
+		kv_buf_free(&f.out);
+	}
 }
 
 static void test_http_expect_continue(void **state)
@@ -1123,6 +1149,7 @@ int main(void)
 		cmocka_unit_test(test_http_stream),
 		cmocka_unit_test(test_http_abort_pending),
 		cmocka_unit_test(test_http_expect_continue),
+		cmocka_unit_test(test_http_upgrade_refused),
 	};
 	int fails = cmocka_run_group_tests_name("tls", tls_tests, make_pki,
 						remove_pki);
