@@ -909,6 +909,66 @@ static void test_http_upgrade_refused(void **state)
 	}
 }
 
+/* Mutated pipelines in random pieces: whatever happens, no crash, no
+ * leak, and every byte written is a whole response or a 100 Continue. */
+static void test_http_random_mutations(void **state)
+{
+	size_t len = strlen(pipelined);
+	char *buf = malloc(len);
+	unsigned seed = 12345;
+	(void)state;
+
+	assert_non_null(buf);
+	for (int iter = 0; iter < 3000; iter++) {
+		struct fake f;
+		struct http_session *s = session(&f, NULL);
+		memcpy(buf, pipelined, len);
+		int flips = 1 + (int)(rand_r(&seed) % 4);
+		for (int k = 0; k < flips; k++)
+			buf[rand_r(&seed) % len] = (char)rand_r(&seed);
+		size_t off = 0;
+		while (off < len) {
+			size_t n = 1 + rand_r(&seed) % 40;
+			if (n > len - off)
+				n = len - off;
+			http_session_feed(s, buf + off, n);
+			off += n;
+		}
+		if (rand_r(&seed) % 2)
+			http_session_end(s);
+		if (f.out.len > 0)
+			assert_memory_equal(f.out.base, "HTTP/1.1 ", 9);
+		http_session_free(s);
+		kv_buf_free(&f.out);
+	}
+	free(buf);
+}
+
+/* Random bytes into a server engine: an error, never a crash. */
+static void test_tls_random_input(void **state)
+{
+	struct tls_ctx *sctx = server_ctx(true, NULL);
+	unsigned seed = 99;
+	char junk[2048];
+	(void)state;
+
+	for (int iter = 0; iter < 300; iter++) {
+		struct tls_engine *e;
+		size_t n = 1 + rand_r(&seed) % sizeof(junk);
+		for (size_t i = 0; i < n; i++)
+			junk[i] = (char)rand_r(&seed);
+		if (iter % 2)
+			junk[0] = 0x16; /* looks like a handshake record */
+		assert_int_equal(tls_engine_new(sctx, NULL, &e), 0);
+		assert_int_equal(tls_engine_feed(e, junk, n), 0);
+		int rc = tls_engine_handshake(e);
+		assert_true(rc == KV_EAGAIN || rc == KV_EPROTO ||
+			    rc == KV_EPERM);
+		tls_engine_free(e);
+	}
+	tls_ctx_free(sctx);
+}
+
 static void test_http_expect_continue(void **state)
 {
 	struct fake f;
@@ -1131,6 +1191,7 @@ int main(void)
 		cmocka_unit_test(test_tls_server_name_checked),
 		cmocka_unit_test(test_tls_garbage_input),
 		cmocka_unit_test(test_tls_ctx_file_errors),
+		cmocka_unit_test(test_tls_random_input),
 		cmocka_unit_test(test_conn_loopback_plain),
 		cmocka_unit_test(test_conn_loopback_mtls),
 		cmocka_unit_test(test_conn_loopback_refusals),
@@ -1150,6 +1211,7 @@ int main(void)
 		cmocka_unit_test(test_http_abort_pending),
 		cmocka_unit_test(test_http_expect_continue),
 		cmocka_unit_test(test_http_upgrade_refused),
+		cmocka_unit_test(test_http_random_mutations),
 	};
 	int fails = cmocka_run_group_tests_name("tls", tls_tests, make_pki,
 						remove_pki);
