@@ -187,6 +187,13 @@ static int f_listdir(struct vfs *vfs, const char *path, char ***names,
 	return fv->base->listdir(fv->base, path, names, n);
 }
 
+static int f_lock(struct vfs *vfs, struct vfs_file *f)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	return fv->base->lock(fv->base, f);
+}
+
 static void f_destroy(struct vfs *vfs)
 {
 	struct fault_vfs *fv = FV(vfs);
@@ -215,6 +222,7 @@ struct vfs *vfs_fault_new(struct vfs *base)
 		.mkdir = f_mkdir,
 		.sync_dir = f_sync_dir,
 		.listdir = f_listdir,
+		.lock = f_lock,
 		.destroy = f_destroy,
 	};
 	fv->base = base;

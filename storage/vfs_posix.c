@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -223,6 +224,18 @@ static int p_listdir(struct vfs *vfs, const char *path, char ***names,
 	return 0;
 }
 
+static int p_lock(struct vfs *vfs, struct vfs_file *f)
+{
+	int rv;
+
+	do
+		rv = flock(f->fd, LOCK_EX | LOCK_NB);
+	while (rv != 0 && errno == EINTR);
+	if (rv == 0)
+		return 0;
+	return errno == EWOULDBLOCK ? KV_EBUSY : kv_from_errno(errno);
+}
+
 static struct vfs posix_vfs = {
 	.open = p_open,
 	.close = p_close,
@@ -237,6 +250,7 @@ static struct vfs posix_vfs = {
 	.mkdir = p_mkdir,
 	.sync_dir = p_sync_dir,
 	.listdir = p_listdir,
+	.lock = p_lock,
 	.destroy = NULL,
 };
 

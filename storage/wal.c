@@ -67,6 +67,7 @@ struct wal {
 	char *meta_path;
 	char *meta_tmp;
 	char *seg_tmp;
+	struct vfs_file *lockf; /* dir/LOCK, flock'ed while open */
 	uint64_t seg_size;
 	enum wal_sync_mode sync;
 
@@ -699,6 +700,8 @@ static void *writer_main(void *arg)
 
 		if (head->kind == OP_APPEND) {
 			int rv = err ? KV_EFAILSTOP : write_batch(w, head, stop);
+			if (w->wbuf.cap > MAX_BATCH_BYTES)
+				kv_buf_free(&w->wbuf); /* after a huge entry */
 			complete_appends(w, head, stop, rv);
 		} else {
 			int rv = err ? KV_EFAILSTOP : do_control(w, head);
@@ -1644,11 +1647,38 @@ static int make_dir(struct wal *w)
 	return rv;
 }
 
+/* One process per directory: an flock on dir/LOCK, held until close. */
+static int lock_dir(struct wal *w)
+{
+	char *p = path_join(w->dir, "LOCK");
+	int rv;
+
+	if (p == NULL)
+		return KV_ENOMEM;
+	rv = w->vfs->open(w->vfs, p, VFS_RDWR | VFS_CREATE, &w->lockf);
+	if (rv == 0) {
+		rv = w->vfs->lock(w->vfs, w->lockf);
+		if (rv != 0) {
+			w->vfs->close(w->vfs, w->lockf);
+			w->lockf = NULL;
+		}
+	}
+	if (rv == KV_EBUSY)
+		set_msg(w, "%s: the WAL is open in another process or handle",
+			p);
+	else if (rv != 0)
+		set_msg(w, "%s: lock failed: %s", p, kv_strerror(rv));
+	free(p);
+	return rv;
+}
+
 static void wal_free(struct wal *w)
 {
 	for (size_t i = 0; i < w->nsegs; i++)
 		seg_free(w, w->segs[i]);
 	free(w->segs);
+	if (w->lockf != NULL)
+		w->vfs->close(w->vfs, w->lockf);
 	kv_buf_free(&w->wbuf);
 	free(w->dir);
 	free(w->meta_path);
@@ -1701,6 +1731,9 @@ int wal_open(const char *dir, const struct wal_options *opts, struct wal **out,
 		goto err_after_alloc;
 	}
 	rv = make_dir(w);
+	if (rv != 0)
+		goto err_after_alloc;
+	rv = lock_dir(w);
 	if (rv != 0)
 		goto err_after_alloc;
 	rv = load_dir(w);

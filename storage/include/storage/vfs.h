@@ -67,6 +67,9 @@ struct vfs {
 	 * vfs_names_free(). */
 	int (*listdir)(struct vfs *vfs, const char *path, char ***names,
 		       size_t *n);
+	/* Takes an exclusive advisory lock on f, held until close; KV_EBUSY
+	 * if another open file (in any process) holds it. */
+	int (*lock)(struct vfs *vfs, struct vfs_file *f);
 	/* Frees the vfs itself (NULL for the static POSIX vfs). */
 	void (*destroy)(struct vfs *vfs);
 };

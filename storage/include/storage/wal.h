@@ -6,6 +6,7 @@
  *                      fsync dir)
  *   <16 hex>.wal       segments, named by the index of their first entry
  *   meta.tmp, seg.tmp  leftovers of an interrupted create; removed on open
+ *   LOCK               flock'ed while the WAL is open (one user per dir)
  *
  * Entries are contiguous: every append continues at wal_next_index().
  * Appends are asynchronous: a dedicated writer thread takes everything

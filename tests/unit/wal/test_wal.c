@@ -63,6 +63,12 @@ static void test_basic(void **state)
 	assert_int_equal(wal_close(w), 0);
 	w = tu_open(dir, 0, NULL);
 	tu_check(w, 1, 50);
+	/* One user per directory. */
+	struct wal *w2 = NULL;
+	char msg[512];
+	assert_int_equal(wal_open(dir, NULL, &w2, msg, sizeof(msg)), KV_EBUSY);
+	assert_null(w2);
+	assert_non_null(strstr(msg, "LOCK"));
 	assert_int_equal(wal_close(w), 0);
 }
 
