@@ -72,7 +72,7 @@ struct net_conn {
 	int handles_open;
 	bool writing, reading, ready, closing, close_after_flush, eof;
 	bool app_paused, out_paused, budget_paused, ended;
-	uint64_t tick, last_active;
+	uint64_t tick, last_active, bytes_in;
 	size_t budget_used;
 	char peer[272]; /* "ip:port" or "host:port" */
 	char alpn[32];
@@ -249,9 +249,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 			net_conn_abort(c, uv_strerror((int)nread));
 		} else if (!c->ready) {
 			c->fail_rc = KV_ECLOSED;
-			KV_WARN("net", "connection closed",
-				"peer=%s reason=\"EOF during TLS handshake\"",
-				c->peer);
+			/* A bare connect-and-close is a port probe (health
+			 * checks, load balancers): not worth a warning. */
+			kv_log(c->bytes_in > 0 ? KV_LOG_WARN : KV_LOG_DEBUG,
+			       "net", "connection closed",
+			       "peer=%s reason=\"EOF during TLS handshake\"",
+			       c->peer);
 			net_conn_abort(c, NULL);
 		} else {
 			end_input(c, "peer closed");
@@ -259,6 +262,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	c->last_active = uv_now(s->loop);
+	c->bytes_in += (uint64_t)nread;
 	if (c->tick != s->tick) {
 		c->tick = s->tick;
 		c->budget_used = 0;
