@@ -289,7 +289,8 @@ static void on_write(uv_write_t *req, int status)
 	struct net_server *s = c->srv;
 
 	c->writing = false;
-	if (c->inflight.cap > 4 * IO_BUF_SIZE)
+	/* Idle connections keep at most one I/O buffer's worth. */
+	if (c->inflight.cap > IO_BUF_SIZE)
 		kv_buf_free(&c->inflight);
 	else
 		kv_buf_reset(&c->inflight);
@@ -343,10 +344,20 @@ static int plain_send(struct net_conn *c, const void *p, size_t n)
 
 static int tls_send(struct net_conn *c, const void *p, size_t n)
 {
-	int rc = tls_engine_write(c->tls, p, n);
-	if (rc != 0)
-		return rc;
-	return tls_engine_drain_buf(c->tls, &c->out);
+	const char *q = p;
+	/* Record-sized steps, drained as we go, so the engine's memory BIO
+	 * never grows to the size of a large answer. */
+	while (n > 0) {
+		size_t k = n < 16384 ? n : 16384;
+		int rc = tls_engine_write(c->tls, q, k);
+		if (rc == 0)
+			rc = tls_engine_drain_buf(c->tls, &c->out);
+		if (rc != 0)
+			return rc;
+		q += k;
+		n -= k;
+	}
+	return 0;
 }
 
 int net_conn_write(struct net_conn *c, const void *p, size_t n)

@@ -156,6 +156,8 @@ static int ctx_new(const struct tls_config *cfg, bool server,
 		goto err_after_alloc;
 	}
 	SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_2_VERSION);
+	/* Idle connections give their record buffers back. */
+	SSL_CTX_set_mode(ctx->ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION |
 					  SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (cfg->cert_file != NULL) {
