@@ -27,6 +27,10 @@ struct fault_vfs {
 	unsigned long crash_nth; /* 0 = none */
 	unsigned long crash_seen;
 	size_t crash_keep;
+	unsigned long crash_op_nth; /* 0 = none */
+	unsigned long crash_op_seen;
+	unsigned long mutations;
+	bool skip_sync;
 	bool crashed;
 };
 
@@ -45,7 +49,17 @@ static int check(struct fault_vfs *fv, enum vfs_op op, size_t *keep)
 
 	pthread_mutex_lock(&fv->mu);
 	fv->count[op]++;
+	if (is_mutating(op))
+		fv->mutations++;
 	if (fv->crashed && is_mutating(op)) {
+		rv = KV_EIO;
+		goto out;
+	}
+	if (fv->crash_op_nth != 0 && is_mutating(op) &&
+	    ++fv->crash_op_seen == fv->crash_op_nth) {
+		fv->crashed = true;
+		if (op == VFS_OP_PWRITE)
+			*keep = fv->crash_keep;
 		rv = KV_EIO;
 		goto out;
 	}
@@ -75,11 +89,22 @@ static int f_open(struct vfs *vfs, const char *path, int flags,
 		  struct vfs_file **out)
 {
 	struct fault_vfs *fv = FV(vfs);
+	bool mut = (flags & (VFS_CREATE | VFS_TRUNC)) != 0;
 	int rv = check(fv, VFS_OP_OPEN, NULL);
 
-	/* Creating a file after the crash would change the disk. */
-	if (rv == 0 && (flags & (VFS_CREATE | VFS_TRUNC)) && fv->crashed)
-		rv = KV_EIO;
+	if (rv == 0 && mut) {
+		/* Creating a file changes the disk: a crash point too. */
+		pthread_mutex_lock(&fv->mu);
+		fv->mutations++;
+		if (fv->crashed)
+			rv = KV_EIO;
+		else if (fv->crash_op_nth != 0 &&
+			 ++fv->crash_op_seen == fv->crash_op_nth) {
+			fv->crashed = true;
+			rv = KV_EIO;
+		}
+		pthread_mutex_unlock(&fv->mu);
+	}
 	return rv ? rv : fv->base->open(fv->base, path, flags, out);
 }
 
@@ -120,6 +145,8 @@ static int f_sync(struct vfs *vfs, struct vfs_file *f, bool datasync)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_SYNC, NULL);
 
+	if (rv == 0 && fv->skip_sync)
+		return 0;
 	return rv ? rv : fv->base->sync(fv->base, f, datasync);
 }
 
@@ -176,6 +203,8 @@ static int f_sync_dir(struct vfs *vfs, const char *path)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_SYNC_DIR, NULL);
 
+	if (rv == 0 && fv->skip_sync)
+		return 0;
 	return rv ? rv : fv->base->sync_dir(fv->base, path);
 }
 
@@ -252,12 +281,44 @@ void vfs_fault_crash(struct vfs *vfs, unsigned long nth_write, size_t keep)
 	pthread_mutex_unlock(&fv->mu);
 }
 
+void vfs_fault_crash_op(struct vfs *vfs, unsigned long nth_op, size_t keep)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_lock(&fv->mu);
+	fv->crash_op_nth = nth_op;
+	fv->crash_op_seen = 0;
+	fv->crash_keep = keep;
+	pthread_mutex_unlock(&fv->mu);
+}
+
+void vfs_fault_skip_sync(struct vfs *vfs, bool skip)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_lock(&fv->mu);
+	fv->skip_sync = skip;
+	pthread_mutex_unlock(&fv->mu);
+}
+
+unsigned long vfs_fault_mutations(struct vfs *vfs)
+{
+	struct fault_vfs *fv = FV(vfs);
+	unsigned long n;
+
+	pthread_mutex_lock(&fv->mu);
+	n = fv->mutations;
+	pthread_mutex_unlock(&fv->mu);
+	return n;
+}
+
 void vfs_fault_disarm(struct vfs *vfs)
 {
 	struct fault_vfs *fv = FV(vfs);
 
 	pthread_mutex_lock(&fv->mu);
 	memset(fv->faults, 0, sizeof(fv->faults));
+	fv->crash_op_nth = 0;
 	fv->crash_nth = 0;
 	fv->crashed = false;
 	pthread_mutex_unlock(&fv->mu);

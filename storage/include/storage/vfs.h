@@ -114,6 +114,17 @@ struct vfs *vfs_fault_new(struct vfs *base);
 void vfs_fault_arm(struct vfs *vfs, enum vfs_op op, unsigned long nth,
 		   int err, bool sticky);
 void vfs_fault_crash(struct vfs *vfs, unsigned long nth_write, size_t keep);
+/* Crash at the Nth mutating operation of any kind (counted from the
+ * call; open with VFS_CREATE/VFS_TRUNC counts as mutating): a pwrite
+ * writes its first `keep` bytes, any other operation is not performed;
+ * then the vfs is in the crashed state as above. */
+void vfs_fault_crash_op(struct vfs *vfs, unsigned long nth_op, size_t keep);
+/* When skip is true, sync and sync_dir succeed without reaching the
+ * disk (crash tests never lose page-cache data, so syncing only costs
+ * time). */
+void vfs_fault_skip_sync(struct vfs *vfs, bool skip);
+/* Mutating operations forwarded or failed since creation. */
+unsigned long vfs_fault_mutations(struct vfs *vfs);
 /* Clears armed faults and the crashed state (counters are kept). */
 void vfs_fault_disarm(struct vfs *vfs);
 /* Number of operations of a kind forwarded or failed since creation. */

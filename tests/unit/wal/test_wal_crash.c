@@ -29,6 +29,11 @@
 #define LAST 30
 #define SYNCED 25
 
+/* A fault vfs that only skips syncs: crash images are built by hand or
+ * by the fault vfs, never by losing the page cache, so syncing would only
+ * cost time. */
+static struct vfs *fast;
+
 static int setup(void **state)
 {
 	*state = tu_mkdtemp();
@@ -66,7 +71,7 @@ static void write_log(const char *dir, struct vfs *vfs)
 static void expect_prefix(const char *dir, uint64_t last)
 {
 	struct wal_info info;
-	struct wal *w = tu_open(dir, SEG, NULL);
+	struct wal *w = tu_open(dir, SEG, fast);
 
 	wal_info(w, &info);
 	if (info.last_index != last)
@@ -108,7 +113,7 @@ static void test_cut_every_byte(void **state)
 	uint64_t pre = rec_off(SYNCED + 1), post = rec_off(LAST + 1);
 	char seg[300];
 
-	write_log(dir, NULL);
+	write_log(dir, fast);
 	snprintf(seg, sizeof(seg), "%s", tu_last_segment(dir));
 	orig = tu_read(tu_path(dir, seg), &len);
 	meta = tu_read(tu_path(dir, "meta"), &mlen);
@@ -136,7 +141,7 @@ static void test_cut_every_byte(void **state)
 				 zero_fill ? len : cut);
 			expect_prefix(scratch, last);
 			if (cut % 17 == 0) {
-				struct wal *w = tu_open(scratch, SEG, NULL);
+				struct wal *w = tu_open(scratch, SEG, fast);
 				tu_append(w, last + 1, last + 3, 3);
 				assert_int_equal(wal_close(w), 0);
 				expect_prefix(scratch, last + 3);
@@ -437,6 +442,8 @@ static void test_crash_torn_write(void **state)
 	struct vfs *fv = vfs_fault_new(vfs_posix());
 	uint64_t pre = rec_off(SYNCED + 1), post = rec_off(LAST + 1);
 
+	vfs_fault_skip_sync(fv, true);
+
 	for (uint64_t keep = 0; keep <= post - pre; keep += 5) {
 		struct status_req r;
 		struct wal *w;
@@ -465,6 +472,214 @@ static void test_crash_torn_write(void **state)
 	vfs_destroy(fv);
 }
 
+/* ---- crash at every mutating operation of a workload ----
+ *
+ * The workload below runs once per crash point N: the fault vfs performs
+ * the first N-1 mutating operations (file creations, writes, syncs,
+ * truncations, preallocations, renames, unlinks) and drops the Nth and
+ * everything after it (a write keeps its first `keep` bytes). Reopening
+ * must always succeed and yield either the state before the interrupted
+ * call or a state it could have reached: acknowledged entries are never
+ * lost, and every entry read back is one that was written. */
+
+enum wop { W_APPEND, W_META, W_TRUNC, W_DROP, W_RESET };
+
+struct wstep {
+	enum wop op;
+	uint64_t a, b, term;
+};
+
+static const struct wstep workload[] = {
+	{ W_APPEND, 1, 10, 1 },	  { W_APPEND, 11, 30, 1 },
+	{ W_META, 2, 1, 0 },	  { W_APPEND, 31, 45, 2 },
+	{ W_TRUNC, 38, 0, 0 },	  { W_APPEND, 38, 50, 3 },
+	{ W_DROP, 20, 0, 0 },	  { W_APPEND, 51, 60, 3 },
+	{ W_RESET, 70, 4, 0 },	  { W_APPEND, 71, 80, 5 },
+	{ W_META, 5, 2, 0 },	  { W_APPEND, 81, 84, 5 },
+};
+#define NSTEPS (sizeof(workload) / sizeof(workload[0]))
+
+struct model {
+	uint64_t first, last, term, vote, snap;
+	uint64_t terms[128]; /* term of entry i */
+};
+
+static int run_step(struct wal *w, const struct wstep *st)
+{
+	switch (st->op) {
+	case W_APPEND: {
+		unsigned n = (unsigned)(st->b - st->a + 1);
+		struct wal_entry e[32];
+		static unsigned char bufs[32][256];
+		for (unsigned i = 0; i < n; i++)
+			tu_entry(&e[i], st->a + i, st->term, bufs[i]);
+		return wal_append_sync(w, e, n);
+	}
+	case W_META:
+		return wal_set_term_vote(w, st->a, st->b);
+	case W_TRUNC:
+		return wal_truncate(w, st->a);
+	case W_DROP:
+		return wal_drop_prefix(w, st->a);
+	default:
+		return wal_reset(w, st->a, st->b);
+	}
+}
+
+static void model_apply(struct model *m, const struct wstep *st,
+			const struct wal_info *after)
+{
+	switch (st->op) {
+	case W_APPEND:
+		for (uint64_t i = st->a; i <= st->b; i++)
+			m->terms[i] = st->term;
+		m->last = st->b;
+		break;
+	case W_META:
+		m->term = st->a;
+		m->vote = st->b;
+		break;
+	case W_TRUNC:
+		m->last = st->a - 1;
+		break;
+	case W_DROP:
+		m->first = after->first_index;
+		break;
+	default:
+		m->first = st->a + 1;
+		m->last = st->a;
+		m->snap = st->a;
+		break;
+	}
+}
+
+/* Checks the reopened log against the model before the interrupted step
+ * (step == NULL: everything was acknowledged). vfs: the disarmed fault
+ * vfs, skipping syncs for speed. */
+static void check_crash_state(const char *dir, const struct model *mb,
+			      const struct wstep *st, unsigned long n,
+			      struct vfs *vfs)
+{
+	struct wal_info info;
+	struct wal_entry *e;
+	size_t cnt;
+	struct wal *w = tu_open(dir, 2048, vfs);
+	enum wop op = st ? st->op : W_META;
+	uint64_t lo_first = mb->first, hi_first = mb->first;
+	uint64_t lo_last = mb->last, hi_last = mb->last;
+
+	wal_info(w, &info);
+	if (st && op == W_APPEND)
+		hi_last = st->b;
+	if (st && op == W_TRUNC)
+		lo_last = st->a - 1;
+	if (st && op == W_DROP)
+		hi_first = st->a + 1;
+	if (st && op == W_RESET && info.snap_index == st->a) {
+		/* The reset reached the meta file: the log is empty. */
+		lo_first = hi_first = st->a + 1;
+		lo_last = hi_last = st->a;
+	}
+	if (info.first_index < lo_first || info.first_index > hi_first ||
+	    info.last_index < lo_last || info.last_index > hi_last)
+		fail_msg("crash at op %lu (step op %d): log [%" PRIu64
+			 ", %" PRIu64 "], expected first in [%" PRIu64
+			 ", %" PRIu64 "], last in [%" PRIu64 ", %" PRIu64
+			 "]", n, (int)op, info.first_index, info.last_index,
+			 lo_first, hi_first, lo_last, hi_last);
+	if (!(st && op == W_META && info.term == st->a &&
+	      info.vote == st->b)) {
+		assert_int_equal(info.term, mb->term);
+		assert_int_equal(info.vote, mb->vote);
+	}
+	assert_int_equal(wal_load(w, info.first_index, &e, &cnt), 0);
+	for (size_t i = 0; i < cnt; i++) {
+		uint64_t idx = info.first_index + i;
+		uint64_t want = idx <= mb->last ? mb->terms[idx] : st->term;
+		unsigned char exp[256];
+		if (st && op == W_APPEND && idx >= st->a)
+			want = st->term;
+		assert_int_equal(e[i].index, idx);
+		if (e[i].term != want)
+			fail_msg("crash at op %lu: entry %" PRIu64 " term %"
+				 PRIu64 ", expected %" PRIu64, n, idx,
+				 e[i].term, want);
+		assert_int_equal(e[i].len, tu_len(idx));
+		tu_fill(idx, exp, e[i].len);
+		if (e[i].len)
+			assert_memory_equal(e[i].payload, exp, e[i].len);
+	}
+	wal_entries_free(e, cnt);
+	/* Still a working log. */
+	tu_append(w, info.last_index + 1, info.last_index + 1, 9);
+	assert_int_equal(wal_close(w), 0);
+}
+
+static void test_crash_every_op(void **state)
+{
+	const char *dir = *state;
+	struct vfs *fv = vfs_fault_new(vfs_posix());
+	const size_t keeps[] = { 0, 45, (size_t)1 << 30 };
+	unsigned long total = 0, runs = 0;
+
+	vfs_fault_skip_sync(fv, true);
+	for (unsigned long n = 1;; n++) {
+		for (size_t k = 0; k < 3; k++) {
+			struct model m = { .first = 1 };
+			struct wal_options o = { .vfs = fv,
+						 .segment_size = 2048 };
+			const struct wstep *failed = NULL;
+			struct wal *w = NULL;
+			unsigned long before;
+			size_t i;
+			int rv;
+			tu_rmdir(dir);
+			assert_int_equal(mkdir(dir, 0755), 0);
+			vfs_fault_disarm(fv);
+			before = vfs_fault_mutations(fv);
+			vfs_fault_crash_op(fv, n, keeps[k]);
+			rv = wal_open(dir, &o, &w, NULL, 0);
+			if (rv != 0) {
+				/* Crashed while creating the WAL. */
+				assert_true(vfs_fault_crashed(fv));
+				vfs_fault_disarm(fv);
+				check_crash_state(dir, &m, NULL, n, fv);
+				runs++;
+				continue;
+			}
+			for (i = 0; i < NSTEPS; i++) {
+				struct wal_info after;
+				if (run_step(w, &workload[i]) != 0) {
+					failed = &workload[i];
+					break;
+				}
+				wal_info(w, &after);
+				model_apply(&m, &workload[i], &after);
+			}
+			wal_close(w);
+			if (failed == NULL) {
+				/* n is past the workload's last operation. */
+				assert_false(vfs_fault_crashed(fv));
+				total = vfs_fault_mutations(fv) - before;
+				vfs_fault_disarm(fv);
+				check_crash_state(dir, &m, NULL, n, fv);
+				print_message("%lu crash points, %lu runs\n",
+					      total, runs);
+				assert_true(total > 40);
+				vfs_destroy(fv);
+				return;
+			}
+			assert_true(vfs_fault_crashed(fv));
+			vfs_fault_disarm(fv);
+			check_crash_state(dir, &m, failed, n, fv);
+			runs++;
+			if (k == 0 && i < NSTEPS &&
+			    workload[i].op != W_APPEND)
+				break; /* keep only matters for writes */
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -481,8 +696,16 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_crash_torn_write, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_crash_every_op, setup,
+						teardown),
 	};
 
+	int rv;
+
 	kv_log_set_level(KV_LOG_FATAL);
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	fast = vfs_fault_new(vfs_posix());
+	vfs_fault_skip_sync(fast, true);
+	rv = cmocka_run_group_tests(tests, NULL, NULL);
+	vfs_destroy(fast);
+	return rv;
 }
