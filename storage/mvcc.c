@@ -419,7 +419,7 @@ static ssize_t newest_at(const struct rec *recs, size_t n, int64_t at)
 }
 
 /* The newest record of key with main <= at (tombstones included). */
-static int get_at(const struct mvcc *m, MDB_txn *txn, const uint8_t *key,
+static int get_at(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 		  size_t klen, int64_t at, struct rec *out, bool *found)
 {
 	uint8_t ek[MVCC_EKEY_MAX];
@@ -428,9 +428,13 @@ static int get_at(const struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 	int rc;
 
 	*found = false;
-	rc = mdb_cursor_open(txn, m->dbi_kv, &cur);
-	if (rc != 0)
-		return mvcc_from_mdb(rc);
+	if (txn == m->wtxn && m->wcur != NULL) {
+		cur = m->wcur; /* reused: cursor setup is a malloc */
+	} else {
+		rc = mdb_cursor_open(txn, m->dbi_kv, &cur);
+		if (rc != 0)
+			return mvcc_from_mdb(rc);
+	}
 	k.mv_data = ek;
 	k.mv_size = ekey_encode(m, key, klen, (uint64_t)at, UINT64_MAX, false,
 				ek);
@@ -455,7 +459,8 @@ static int get_at(const struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 	}
 	rc = rc == MDB_NOTFOUND ? 0 : mvcc_from_mdb(rc);
 out:
-	mdb_cursor_close(cur);
+	if (cur != m->wcur)
+		mdb_cursor_close(cur);
 	return rc;
 }
 
@@ -466,7 +471,7 @@ static bool range_is_all_from(const uint8_t *end, size_t elen)
 
 /* Live keys at revision at in [key, end) (etcd conventions for end). Keeps
  * the first keep_max records in out, counts all in *count. */
-static int scan_live(const struct mvcc *m, MDB_txn *txn, const uint8_t *key,
+static int scan_live(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 		     size_t klen, const uint8_t *end, size_t elen, int64_t at,
 		     size_t keep_max, struct recvec *out, int64_t *count)
 {
@@ -571,6 +576,7 @@ static int fail(struct mvcc *m, int err)
 	if (m->wtxn != NULL) {
 		mdb_txn_abort(m->wtxn);
 		m->wtxn = NULL;
+		m->wcur = NULL;
 		restore_committed(m);
 	}
 	return err;
@@ -876,7 +882,7 @@ static void sort_recs(struct rec *v, size_t n, enum mvcc_sort_target t,
 
 /* etcd applierV3backend.Range over mvcc rangeKeys, at a view whose current
  * revision is cur. */
-static int do_range(const struct mvcc *m, MDB_txn *txn, int64_t cur,
+static int do_range(struct mvcc *m, MDB_txn *txn, int64_t cur,
 		    int64_t compact, const struct mvcc_range_req *req,
 		    struct mvcc_arena *a, struct mvcc_range_res *res)
 {
@@ -1463,7 +1469,7 @@ static bool compare_kv(const struct mvcc_compare *c, const struct rec *r)
 
 /* etcd applyCompare: every key in the range must satisfy it; an empty
  * range compares a zero KeyValue, except that VALUE then fails. */
-static int eval_compare(const struct mvcc *m, MDB_txn *txn, int64_t at,
+static int eval_compare(struct mvcc *m, MDB_txn *txn, int64_t at,
 			const struct mvcc_compare *c, bool *ok)
 {
 	struct recvec rv = { 0 };
@@ -1488,7 +1494,7 @@ out:
 
 /* etcd compareToPath: every compare, nested ones included, is evaluated
  * on the state before the txn, in pre-order. */
-static int compute_path(const struct mvcc *m, MDB_txn *txn, int64_t at,
+static int compute_path(struct mvcc *m, MDB_txn *txn, int64_t at,
 			const struct mvcc_txn_req *t, struct path *p)
 {
 	bool ok = true;
@@ -1894,8 +1900,8 @@ int mvcc_compact_step(struct mvcc *m, size_t max_revs, bool *done)
 		}
 		memcpy(ek, v.mv_data, v.mv_size);
 		MDB_val ekv = { v.mv_size, ek };
-		bool obs;
-		size_t bytes;
+		bool obs = false;
+		size_t bytes = 0;
 		rc = obsolete_at(m, kc, &ekv, m->compact_rev, &obs, &bytes);
 		if (rc != 0 || !obs)
 			continue;
@@ -2337,7 +2343,7 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts,
 	if (rc == 0)
 		rc = mvcc_from_mdb(mdb_env_set_maxreaders(m->env, 256));
 	if (rc == 0)
-		rc = mvcc_from_mdb(mdb_env_open(m->env, dir, MDB_NOTLS, 0600));
+		rc = mvcc_from_mdb(mdb_env_open(m->env, dir, MDB_NOTLS | (opts->no_writemap ? 0 : MDB_WRITEMAP), 0600));
 	if (rc != 0)
 		goto err_env;
 	mdb_env_info(m->env, &info);
@@ -2484,6 +2490,13 @@ int mvcc_begin_write(struct mvcc *m)
 		m->wtxn = NULL;
 		return mvcc_from_mdb(rc);
 	}
+	rc = mdb_cursor_open(m->wtxn, m->dbi_kv, &m->wcur);
+	if (rc != 0) {
+		mdb_txn_abort(m->wtxn);
+		m->wtxn = NULL;
+		m->wcur = NULL;
+		return mvcc_from_mdb(rc);
+	}
 	mdb_env_info(m->env, &info);
 	m->used_at_begin = ((uint64_t)info.me_last_pgno + 1) * m->pagesize;
 	m->txn_est = 0;
@@ -2514,6 +2527,7 @@ int mvcc_commit(struct mvcc *m, bool sync)
 		return fail(m, KV_EIO);
 	rc = mdb_txn_commit(m->wtxn);
 	m->wtxn = NULL;
+	m->wcur = NULL;
 	if (rc != 0)
 		return fail(m, mvcc_from_mdb(rc));
 	m->c_rev = m->rev;
@@ -2530,6 +2544,7 @@ void mvcc_abort(struct mvcc *m)
 	if (m->wtxn != NULL) {
 		mdb_txn_abort(m->wtxn);
 		m->wtxn = NULL;
+		m->wcur = NULL;
 	}
 	restore_committed(m);
 }

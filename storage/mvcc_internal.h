@@ -52,6 +52,7 @@ struct mvcc {
 
 	/* Owner view; with a write txn open it includes its changes. */
 	MDB_txn *wtxn;
+	MDB_cursor *wcur; /* "kv" cursor of wtxn, for point lookups */
 	int64_t rev;
 	int64_t compact_rev;
 	int64_t cpos_main, cpos_sub;
