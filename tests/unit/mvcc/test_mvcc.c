@@ -142,6 +142,14 @@ static struct mvcc_compare cmp_num(const char *k, enum mvcc_cmp_target t,
 	return c;
 }
 
+static void finish_compaction(struct fx *f)
+{
+	bool done = false;
+
+	while (!done)
+		assert_int_equal(mvcc_compact_step(f->m, 7, &done), 0);
+}
+
 /* ---- 4.1 revisions ---------------------------------------------------- */
 
 static void test_empty_store_starts_at_revision_1(void **state)
@@ -908,6 +916,52 @@ static void test_txn_range_revision_checks(void **state)
 	assert_int_equal(res.responses[1].u.range.kvs[0].mod_revision, 2);
 }
 
+/* Observed on etcd 3.4: a delete with range_end "\0" does not collide with
+ * a put in the dup check, so one txn may put a key and delete it again. */
+static void test_txn_put_then_delete_all_same_revision(void **state)
+{
+	struct fx *f = *state;
+	struct mvcc_request_op inner_ops[1] = { op_range("x", NULL) };
+	struct mvcc_txn_req inner = { NULL, 0, inner_ops, 1, NULL, 0 };
+	struct mvcc_request_op ops[4] = { op_put("x", "1"), op_del("a", ""),
+					  op_range("a", ""), { 0 } };
+	struct mvcc_txn_req t = { NULL, 0, ops, 4, NULL, 0 };
+	struct mvcc_txn_res res;
+
+	ops[1].u.delete_range.prev_kv = true;
+	ops[3].type = MVCC_OP_TXN;
+	ops[3].u.txn = &inner;
+	put_abc(f); /* a b b\xff c d, rev 6 */
+	assert_int_equal(mvcc_txn(f->m, &t, &f->a, &res), 0);
+	assert_int_equal(res.header_revision, 7);
+	const struct mvcc_delete_res *d = &res.responses[1].u.delete_range;
+	assert_int_equal(d->deleted, 6);
+	assert_int_equal(d->header_revision, 7);
+	assert_key(&d->prev_kvs[5], "x");
+	assert_int_equal(d->prev_kvs[5].mod_revision, 7);
+	assert_int_equal(res.responses[2].u.range.count, 0);
+	assert_int_equal(res.responses[2].u.range.header_revision, 7);
+	assert_int_equal(res.responses[3].u.txn->header_revision, 0);
+	assert_int_equal(res.responses[3].u.txn->responses[0].u.range.count, 0);
+	/* Events: the PUT of x, then six DELETEs, all at 7. */
+	struct mvcc_events_req q = { 0 };
+	struct mvcc_events_res ev;
+	q.key = S("");
+	q.key_len = 1;
+	q.range_end = S("");
+	q.range_end_len = 1;
+	q.start_revision = 7;
+	assert_int_equal(mvcc_events(f->m, NULL, &q, &f->a, &ev), 0);
+	assert_int_equal(ev.n_events, 7);
+	assert_int_equal(ev.events[0].type, MVCC_EVENT_PUT);
+	assert_key(&ev.events[0].kv, "x");
+	assert_int_equal(ev.events[6].type, MVCC_EVENT_DELETE);
+	/* Compaction at 7 drops x entirely. */
+	assert_int_equal(mvcc_compact(f->m, 7), 0);
+	finish_compaction(f);
+	assert_true(mvcc_invariants_ok(f->m));
+}
+
 static void test_txn_ignore_value_missing_key(void **state)
 {
 	struct fx *f = *state;
@@ -922,14 +976,6 @@ static void test_txn_ignore_value_missing_key(void **state)
 }
 
 /* ---- 4.6 compaction --------------------------------------------------- */
-
-static void finish_compaction(struct fx *f)
-{
-	bool done = false;
-
-	while (!done)
-		assert_int_equal(mvcc_compact_step(f->m, 7, &done), 0);
-}
 
 static void test_compact_errors(void **state)
 {
@@ -1680,6 +1726,7 @@ int main(void)
 		T(test_txn_nested_compares_see_state_before_txn),
 		T(test_txn_sub_responses_and_own_writes),
 		T(test_txn_range_revision_checks),
+		T(test_txn_put_then_delete_all_same_revision),
 		T(test_txn_ignore_value_missing_key),
 		T(test_compact_errors),
 		T(test_compact_keeps_newest_drops_tombstones),
