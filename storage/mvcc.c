@@ -408,6 +408,12 @@ static int kiter_next(struct kiter *it)
 	return kiter_next(it);
 }
 
+/* A txn and its reusable "kv" cursor. */
+struct tctx {
+	MDB_txn *txn;
+	MDB_cursor *cur;
+};
+
 /* Index of the newest record with main <= at, or -1. */
 static ssize_t newest_at(const struct rec *recs, size_t n, int64_t at)
 {
@@ -418,23 +424,17 @@ static ssize_t newest_at(const struct rec *recs, size_t n, int64_t at)
 	return best;
 }
 
-/* The newest record of key with main <= at (tombstones included). */
-static int get_at(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
+/* The newest record of key with main <= at (tombstones included), using
+ * cur, a "kv" cursor of the txn (kept per txn: opening one costs a
+ * malloc). */
+static int get_at(const struct mvcc *m, MDB_cursor *cur, const uint8_t *key,
 		  size_t klen, int64_t at, struct rec *out, bool *found)
 {
 	uint8_t ek[MVCC_EKEY_MAX];
-	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc;
 
 	*found = false;
-	if (txn == m->wtxn && m->wcur != NULL) {
-		cur = m->wcur; /* reused: cursor setup is a malloc */
-	} else {
-		rc = mdb_cursor_open(txn, m->dbi_kv, &cur);
-		if (rc != 0)
-			return mvcc_from_mdb(rc);
-	}
 	k.mv_data = ek;
 	k.mv_size = ekey_encode(m, key, klen, (uint64_t)at, UINT64_MAX, false,
 				ek);
@@ -449,7 +449,7 @@ static int get_at(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 			break;
 		rc = rec_decode(&k, &v, out);
 		if (rc != 0)
-			goto out;
+			return rc;
 		if (out->main <= at && out->klen == klen &&
 		    memcmp(out->key, key, klen) == 0) {
 			*found = true;
@@ -457,11 +457,7 @@ static int get_at(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 		}
 		rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
 	}
-	rc = rc == MDB_NOTFOUND ? 0 : mvcc_from_mdb(rc);
-out:
-	if (cur != m->wcur)
-		mdb_cursor_close(cur);
-	return rc;
+	return rc == MDB_NOTFOUND ? 0 : mvcc_from_mdb(rc);
 }
 
 static bool range_is_all_from(const uint8_t *end, size_t elen)
@@ -471,7 +467,8 @@ static bool range_is_all_from(const uint8_t *end, size_t elen)
 
 /* Live keys at revision at in [key, end) (etcd conventions for end). Keeps
  * the first keep_max records in out, counts all in *count. */
-static int scan_live(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
+static int scan_live(const struct mvcc *m, const struct tctx *tc,
+		     const uint8_t *key,
 		     size_t klen, const uint8_t *end, size_t elen, int64_t at,
 		     size_t keep_max, struct recvec *out, int64_t *count)
 {
@@ -482,7 +479,7 @@ static int scan_live(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 	if (elen == 0) {
 		struct rec r;
 		bool found;
-		rc = get_at(m, txn, key, klen, at, &r, &found);
+		rc = get_at(m, tc->cur, key, klen, at, &r, &found);
 		if (rc == 0 && found && rec_live(&r)) {
 			*count = 1;
 			if (keep_max > 0)
@@ -493,7 +490,7 @@ static int scan_live(struct mvcc *m, MDB_txn *txn, const uint8_t *key,
 	bool to_end = range_is_all_from(end, elen);
 	if (!to_end && keycmp(key, klen, end, elen) >= 0)
 		return 0;
-	rc = kiter_open(&it, m, txn);
+	rc = kiter_open(&it, m, tc->txn);
 	if (rc == 0)
 		rc = kiter_seek(&it, key, klen);
 	while (rc == 0) {
@@ -723,7 +720,7 @@ static int64_t req_read_rev(const struct mvcc *m)
 /* ---- views ------------------------------------------------------------ */
 
 struct view {
-	MDB_txn *txn;
+	struct tctx tc;
 	int64_t rev;
 	int64_t compact;
 	bool tmp;
@@ -773,20 +770,29 @@ static int view_open(struct mvcc *m, struct mvcc_read *rd, struct view *v)
 {
 	memset(v, 0, sizeof(*v));
 	if (rd != NULL) {
-		v->txn = rd->txn;
+		v->tc.txn = rd->txn;
+		v->tc.cur = rd->cur;
 		v->rev = rd->rev;
 		v->compact = rd->compact_rev;
 		return 0;
 	}
 	if (m->wtxn != NULL) {
-		v->txn = m->wtxn;
+		v->tc.txn = m->wtxn;
+		v->tc.cur = m->wcur;
 		v->rev = m->rev;
 		v->compact = m->compact_rev;
 		return 0;
 	}
-	int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &v->txn);
-	if (rc != 0)
+	int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &v->tc.txn);
+	if (rc == 0) {
+		rc = mdb_cursor_open(v->tc.txn, m->dbi_kv, &v->tc.cur);
+		if (rc != 0)
+			mdb_txn_abort(v->tc.txn);
+	}
+	if (rc != 0) {
+		v->tc.txn = NULL;
 		return mvcc_from_mdb(rc);
+	}
 	v->tmp = true;
 	v->rev = m->rev;
 	v->compact = m->compact_rev;
@@ -795,9 +801,12 @@ static int view_open(struct mvcc *m, struct mvcc_read *rd, struct view *v)
 
 static void view_close(struct view *v)
 {
-	if (v->tmp)
-		mdb_txn_abort(v->txn);
-	v->txn = NULL;
+	if (v->tmp) {
+		mdb_cursor_close(v->tc.cur);
+		mdb_txn_abort(v->tc.txn);
+	}
+	v->tc.txn = NULL;
+	v->tc.cur = NULL;
 }
 
 /* ---- range ------------------------------------------------------------ */
@@ -882,7 +891,7 @@ static void sort_recs(struct rec *v, size_t n, enum mvcc_sort_target t,
 
 /* etcd applierV3backend.Range over mvcc rangeKeys, at a view whose current
  * revision is cur. */
-static int do_range(struct mvcc *m, MDB_txn *txn, int64_t cur,
+static int do_range(const struct mvcc *m, const struct tctx *tc, int64_t cur,
 		    int64_t compact, const struct mvcc_range_req *req,
 		    struct mvcc_arena *a, struct mvcc_range_res *res)
 {
@@ -918,7 +927,7 @@ static int do_range(struct mvcc *m, MDB_txn *txn, int64_t cur,
 	else if (!fetch_all && req->limit > 0)
 		keep = (uint64_t)req->limit + 1 < SIZE_MAX ?
 			       (size_t)req->limit + 1 : SIZE_MAX;
-	rc = scan_live(m, txn, req->key, req->key_len, req->range_end,
+	rc = scan_live(m, tc, req->key, req->key_len, req->range_end,
 		       req->range_end_len, at, keep, &rv, &count);
 	if (rc != 0)
 		goto out;
@@ -984,7 +993,7 @@ int mvcc_range(struct mvcc *m, struct mvcc_read *rd,
 		memset(res, 0, sizeof(*res));
 		return rc;
 	}
-	rc = do_range(m, v.txn, v.rev, v.compact, req, a, res);
+	rc = do_range(m, &v.tc, v.rev, v.compact, req, a, res);
 	view_close(&v);
 	return rc;
 }
@@ -1027,7 +1036,7 @@ static int apply_put(struct mvcc *m, const struct mvcc_put_req *p,
 	uint8_t *saved = NULL;
 	int rc;
 
-	rc = get_at(m, m->wtxn, p->key, p->key_len, INT64_MAX, &prev, &found);
+	rc = get_at(m, m->wcur, p->key, p->key_len, INT64_MAX, &prev, &found);
 	if (rc != 0)
 		return rc;
 	bool live = found && rec_live(&prev);
@@ -1120,7 +1129,8 @@ static int apply_delete(struct mvcc *m, const struct mvcc_delete_req *d,
 	int64_t count;
 	int rc;
 
-	rc = scan_live(m, m->wtxn, d->key, d->key_len, d->range_end,
+	struct tctx tc = { m->wtxn, m->wcur };
+	rc = scan_live(m, &tc, d->key, d->key_len, d->range_end,
 		       d->range_end_len, INT64_MAX, SIZE_MAX, &rv, &count);
 	if (rc != 0)
 		goto out;
@@ -1469,14 +1479,15 @@ static bool compare_kv(const struct mvcc_compare *c, const struct rec *r)
 
 /* etcd applyCompare: every key in the range must satisfy it; an empty
  * range compares a zero KeyValue, except that VALUE then fails. */
-static int eval_compare(struct mvcc *m, MDB_txn *txn, int64_t at,
+static int eval_compare(const struct mvcc *m, const struct tctx *tc,
+			int64_t at,
 			const struct mvcc_compare *c, bool *ok)
 {
 	struct recvec rv = { 0 };
 	int64_t count;
 	int rc;
 
-	rc = scan_live(m, txn, c->key, c->key_len, c->range_end,
+	rc = scan_live(m, tc, c->key, c->key_len, c->range_end,
 		       c->range_end_len, at, SIZE_MAX, &rv, &count);
 	if (rc != 0)
 		goto out;
@@ -1494,14 +1505,15 @@ out:
 
 /* etcd compareToPath: every compare, nested ones included, is evaluated
  * on the state before the txn, in pre-order. */
-static int compute_path(struct mvcc *m, MDB_txn *txn, int64_t at,
+static int compute_path(const struct mvcc *m, const struct tctx *tc,
+			int64_t at,
 			const struct mvcc_txn_req *t, struct path *p)
 {
 	bool ok = true;
 	int rc;
 
 	for (size_t i = 0; i < t->n_compare && ok; i++) {
-		rc = eval_compare(m, txn, at, &t->compare[i], &ok);
+		rc = eval_compare(m, tc, at, &t->compare[i], &ok);
 		if (rc != 0)
 			return rc;
 	}
@@ -1513,7 +1525,7 @@ static int compute_path(struct mvcc *m, MDB_txn *txn, int64_t at,
 	for (size_t i = 0; i < n; i++) {
 		if (ops[i].type != MVCC_OP_TXN || ops[i].u.txn == NULL)
 			continue;
-		rc = compute_path(m, txn, at, ops[i].u.txn, p);
+		rc = compute_path(m, tc, at, ops[i].u.txn, p);
 		if (rc != 0)
 			return rc;
 	}
@@ -1525,7 +1537,7 @@ enum precheck_kind { PRE_PUT, PRE_RANGE, PRE_ESTIMATE };
 struct precheck {
 	enum precheck_kind kind;
 	struct mvcc *m;
-	MDB_txn *txn;
+	const struct tctx *tc;
 	int64_t at, compact;
 	const char *msg;
 	uint64_t bytes;
@@ -1556,7 +1568,7 @@ static int precheck_op(struct precheck *pc, const struct mvcc_request_op *op)
 		const struct mvcc_delete_req *d = &op->u.delete_range;
 		struct recvec rv = { 0 };
 		int64_t count;
-		rc = scan_live(m, pc->txn, d->key, d->key_len, d->range_end,
+		rc = scan_live(m, pc->tc, d->key, d->key_len, d->range_end,
 			       d->range_end_len, pc->at, SIZE_MAX, &rv,
 			       &count);
 		for (size_t i = 0; i < rv.n; i++)
@@ -1571,7 +1583,7 @@ static int precheck_op(struct precheck *pc, const struct mvcc_request_op *op)
 	if (pc->kind == PRE_ESTIMATE) {
 		size_t vlen = p->value_len;
 		if (p->ignore_value) {
-			rc = get_at(m, pc->txn, p->key, p->key_len, pc->at, &r,
+			rc = get_at(m, pc->tc->cur, p->key, p->key_len, pc->at, &r,
 				    &found);
 			if (rc != 0)
 				return rc;
@@ -1582,7 +1594,8 @@ static int precheck_op(struct precheck *pc, const struct mvcc_request_op *op)
 	}
 	/* etcd checkRequestPut. */
 	if (p->ignore_value || p->ignore_lease) {
-		rc = get_at(m, pc->txn, p->key, p->key_len, pc->at, &r, &found);
+		rc = get_at(m, pc->tc->cur, p->key, p->key_len, pc->at, &r,
+			    &found);
 		if (rc != 0)
 			return rc;
 		if (!found || !rec_live(&r)) {
@@ -1591,7 +1604,7 @@ static int precheck_op(struct precheck *pc, const struct mvcc_request_op *op)
 		}
 	}
 	if (p->lease != 0 && m->check_leases) {
-		rc = lease_exists(m, pc->txn, p->lease, &found);
+		rc = lease_exists(m, pc->tc->txn, p->lease, &found);
 		if (rc != 0)
 			return rc;
 		if (!found) {
@@ -1627,7 +1640,7 @@ static int precheck_walk(struct precheck *pc, const struct mvcc_txn_req *t,
 
 struct exec {
 	struct mvcc *m;
-	MDB_txn *txn;
+	const struct tctx *tc;
 	bool write;
 	int64_t ro_rev, compact;
 	const struct path *p;
@@ -1659,7 +1672,7 @@ static int exec_txn(struct exec *x, const struct mvcc_txn_req *t,
 		switch (ops[i].type) {
 		case MVCC_OP_RANGE: {
 			int64_t cur = x->write ? req_read_rev(x->m) : x->ro_rev;
-			rc = do_range(x->m, x->txn, cur, x->compact,
+			rc = do_range(x->m, x->tc, cur, x->compact,
 				      &ops[i].u.range, x->a, &ro->u.range);
 			break;
 		}
@@ -1720,10 +1733,10 @@ int mvcc_txn(struct mvcc *m, const struct mvcc_txn_req *req,
 	rc = view_open(m, NULL, &v);
 	if (rc != 0)
 		return rc;
-	rc = compute_path(m, v.txn, v.rev, req, &p);
+	rc = compute_path(m, &v.tc, v.rev, req, &p);
 	if (rc != 0)
 		goto out;
-	struct precheck pc = { PRE_PUT, m, v.txn, v.rev, v.compact, NULL, 0 };
+	struct precheck pc = { PRE_PUT, m, &v.tc, v.rev, v.compact, NULL, 0 };
 	size_t pi = 0;
 	if (write) {
 		rc = precheck_walk(&pc, req, &p, &pi);
@@ -1745,7 +1758,7 @@ int mvcc_txn(struct mvcc *m, const struct mvcc_txn_req *req,
 			goto out_msg;
 		req_begin(m);
 	}
-	struct exec x = { m, v.txn, write, v.rev, v.compact, &p, 0, a };
+	struct exec x = { m, &v.tc, write, v.rev, v.compact, &p, 0, a };
 	rc = exec_txn(&x, req, res);
 	if (write) {
 		if (m->failed == 0)
@@ -1761,8 +1774,7 @@ out_msg:
 		res->errmsg = MSG_NOSPACE;
 out:
 	free(p.v);
-	if (v.txn != NULL && !(write && m->failed))
-		view_close(&v);
+	view_close(&v);
 	return rc;
 }
 
@@ -1986,7 +1998,7 @@ int mvcc_events(struct mvcc *m, struct mvcc_read *rd,
 		res->next_revision = start;
 		goto out;
 	}
-	rc = mvcc_from_mdb(mdb_cursor_open(vw.txn, m->dbi_rev, &cur));
+	rc = mvcc_from_mdb(mdb_cursor_open(vw.tc.txn, m->dbi_rev, &cur));
 	if (rc != 0)
 		goto out;
 	rev_encode(rk, start, 0);
@@ -2011,7 +2023,7 @@ int mvcc_events(struct mvcc *m, struct mvcc_read *rd,
 		}
 		scanned++;
 		MDB_val kk = v, kvv;
-		rc = mvcc_from_mdb(mdb_get(vw.txn, m->dbi_kv, &kk, &kvv));
+		rc = mvcc_from_mdb(mdb_get(vw.tc.txn, m->dbi_kv, &kk, &kvv));
 		struct rec r;
 		if (rc == 0)
 			rc = rec_decode(&kk, &kvv, &r);
@@ -2055,7 +2067,7 @@ int mvcc_events(struct mvcc *m, struct mvcc_read *rd,
 		if (req->prev_kv && !create && r.main - 1 >= vw.compact) {
 			struct rec pr;
 			bool found;
-			rc = get_at(m, vw.txn, r.key, r.klen, r.main - 1, &pr,
+			rc = get_at(m, vw.tc.cur, r.key, r.klen, r.main - 1, &pr,
 				    &found);
 			if (rc != 0)
 				goto out;
@@ -2120,7 +2132,7 @@ int mvcc_hash(struct mvcc *m, struct mvcc_read *rd, int64_t rev,
 	}
 	if (rev <= 0)
 		rev = vw.rev;
-	rc = kiter_open(&it, m, vw.txn);
+	rc = kiter_open(&it, m, vw.tc.txn);
 	if (rc == 0)
 		rc = kiter_seek(&it, NULL, 0);
 	while (rc == 0) {
@@ -2201,7 +2213,7 @@ static int view_get(struct mvcc *m, MDB_dbi dbi, MDB_val *k,
 	*len = 0;
 	if (rc != 0)
 		return rc;
-	rc = mvcc_from_mdb(mdb_get(vw.txn, dbi, k, &v));
+	rc = mvcc_from_mdb(mdb_get(vw.tc.txn, dbi, k, &v));
 	if (rc == 0) {
 		*out = dup_bytes(a, v.mv_data, v.mv_size, &rc);
 		*len = v.mv_size;
@@ -2275,7 +2287,7 @@ int mvcc_lease_list(struct mvcc *m, struct mvcc_arena *a, int64_t **ids,
 	*n = 0;
 	if (rc != 0)
 		return rc;
-	rc = mvcc_from_mdb(mdb_cursor_open(vw.txn, m->dbi_lease, &cur));
+	rc = mvcc_from_mdb(mdb_cursor_open(vw.tc.txn, m->dbi_lease, &cur));
 	if (rc != 0)
 		goto out;
 	int g = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
@@ -2585,6 +2597,8 @@ int mvcc_read_begin(struct mvcc *m, struct mvcc_read **out)
 		m->readers++;
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 0)
+		rc = mvcc_from_mdb(mdb_cursor_open(rd->txn, m->dbi_kv, &rd->cur));
+	if (rc == 0)
 		rc = mvcc_read_meta(rd->txn, m->dbi_meta, &rd->rev,
 				    &rd->compact_rev, NULL, NULL);
 	if (rc != 0) {
@@ -2603,6 +2617,8 @@ void mvcc_read_end(struct mvcc_read *rd)
 	if (rd == NULL)
 		return;
 	struct mvcc *m = rd->m;
+	if (rd->cur != NULL)
+		mdb_cursor_close(rd->cur);
 	pthread_mutex_lock(&m->lock);
 	mdb_txn_abort(rd->txn);
 	m->readers--;
@@ -2627,13 +2643,13 @@ bool mvcc_invariants_ok(struct mvcc *m)
 
 	if (view_open(m, NULL, &vw) != 0)
 		return false;
-	if (mdb_stat(vw.txn, m->dbi_kv, &skv) != 0 ||
-	    mdb_stat(vw.txn, m->dbi_rev, &srev) != 0 ||
+	if (mdb_stat(vw.tc.txn, m->dbi_kv, &skv) != 0 ||
+	    mdb_stat(vw.tc.txn, m->dbi_rev, &srev) != 0 ||
 	    skv.ms_entries != srev.ms_entries) {
 		ok = false;
 		goto out;
 	}
-	rc = kiter_open(&it, m, vw.txn);
+	rc = kiter_open(&it, m, vw.tc.txn);
 	if (rc == 0)
 		rc = kiter_seek(&it, NULL, 0);
 	const uint8_t *pk = NULL;
@@ -2668,7 +2684,7 @@ bool mvcc_invariants_ok(struct mvcc *m)
 				ok = false;
 			rev_encode(rk, x->main, x->sub);
 			MDB_val k = { 16, rk }, v;
-			if (mdb_get(vw.txn, m->dbi_rev, &k, &v) != 0 ||
+			if (mdb_get(vw.tc.txn, m->dbi_rev, &k, &v) != 0 ||
 			    v.mv_size != el || memcmp(v.mv_data, ek, el) != 0)
 				ok = false;
 			if (!rec_live(x)) {

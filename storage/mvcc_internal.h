@@ -81,6 +81,7 @@ struct mvcc {
 struct mvcc_read {
 	struct mvcc *m;
 	MDB_txn *txn;
+	MDB_cursor *cur; /* "kv" cursor for point lookups */
 	int64_t rev;
 	int64_t compact_rev;
 };

@@ -1694,6 +1694,85 @@ static void test_read_handle_is_a_snapshot(void **state)
 	assert_int_equal(mvcc_begin_write(f->m), 0);
 }
 
+/* Readers on other threads see whole commits only, while the owner keeps
+ * writing: every commit rewrites k0..k9 with one value in one txn. */
+struct reader_arg {
+	struct mvcc *m;
+	volatile int *stop;
+	long checks;
+	int bad;
+};
+
+static void *reader_thread(void *p)
+{
+	struct reader_arg *ra = p;
+	struct mvcc_arena a = MVCC_ARENA_INIT;
+
+	while (!*ra->stop) {
+		struct mvcc_read *rd;
+		struct mvcc_range_res res;
+		if (mvcc_read_begin(ra->m, &rd) != 0) {
+			ra->bad++;
+			break;
+		}
+		struct mvcc_range_req r = rq("k", "l");
+		if (mvcc_range(ra->m, rd, &r, &a, &res) != 0)
+			ra->bad++;
+		else if (res.n_kvs == 10)
+			for (size_t i = 1; i < 10; i++)
+				if (res.kvs[i].value_len != res.kvs[0].value_len ||
+				    memcmp(res.kvs[i].value, res.kvs[0].value,
+					   res.kvs[0].value_len) != 0 ||
+				    res.kvs[i].mod_revision !=
+					    res.kvs[0].mod_revision)
+					ra->bad++;
+		if (res.header_revision != mvcc_read_revision(rd))
+			ra->bad++;
+		mvcc_read_end(rd);
+		mvcc_arena_reset(&a);
+		ra->checks++;
+	}
+	mvcc_arena_free(&a);
+	return NULL;
+}
+
+static void test_concurrent_readers_see_whole_commits(void **state)
+{
+	struct fx *f = *state;
+	volatile int stop = 0;
+	struct reader_arg ra[2] = { { f->m, &stop, 0, 0 },
+				    { f->m, &stop, 0, 0 } };
+	pthread_t th[2];
+	static char keys[10][4], vals[10][16];
+	struct mvcc_request_op ops[10];
+
+	for (int i = 0; i < 10; i++)
+		snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+	assert_int_equal(mvcc_commit(f->m, false), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, reader_thread,
+						&ra[i]), 0);
+	for (int round = 0; round < 500; round++) {
+		assert_int_equal(mvcc_begin_write(f->m), 0);
+		for (int i = 0; i < 10; i++) {
+			snprintf(vals[i], sizeof(vals[i]), "v%d", round);
+			ops[i] = op_put(keys[i], vals[i]);
+		}
+		struct mvcc_txn_req t = { NULL, 0, ops, 10, NULL, 0 };
+		struct mvcc_txn_res res;
+		assert_int_equal(mvcc_txn(f->m, &t, &f->a, &res), 0);
+		mvcc_arena_reset(&f->a);
+		assert_int_equal(mvcc_commit(f->m, false), 0);
+	}
+	stop = 1;
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(ra[i].bad, 0);
+		assert_true(ra[i].checks > 0);
+	}
+	assert_int_equal(mvcc_begin_write(f->m), 0);
+}
+
 int main(void)
 {
 	kv_log_set_level(KV_LOG_WARN);
@@ -1740,6 +1819,7 @@ int main(void)
 		T(test_fail_stop_after_lmdb_error),
 		T(test_meta_applied_members_leases),
 		T(test_read_handle_is_a_snapshot),
+		T(test_concurrent_readers_see_whole_commits),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
