@@ -650,6 +650,26 @@ static int check_writable(struct mvcc *m)
 	return 0;
 }
 
+/* After a write request: errors that changed nothing pass through; any
+ * other one (a failed read, no memory half-way) may have left the txn
+ * partly applied, so it is fail-stop like an LMDB write error. */
+static int settle(struct mvcc *m, int rc)
+{
+	switch (rc) {
+	case 0:
+	case KV_EINVAL:
+	case KV_ENOTFOUND:
+	case KV_ECOMPACTED:
+	case KV_EFUTUREREV:
+	case KV_EAGAIN:
+	case KV_EFULL:
+	case KV_EFAILSTOP:
+		return rc;
+	default:
+		return m->failed ? rc : fail(m, rc);
+	}
+}
+
 static size_t rec_size(const struct mvcc *m, size_t klen, size_t vlen)
 {
 	return MVCC_REC_HDR + vlen + (is_long(m, klen) ? 4 + klen : 0);
@@ -1111,7 +1131,7 @@ int mvcc_put(struct mvcc *m, const struct mvcc_put_req *req,
 		}
 	}
 	req_begin(m);
-	rc = apply_put(m, req, false, a, res);
+	rc = settle(m, apply_put(m, req, false, a, res));
 	if (rc == KV_EFULL)
 		res->errmsg = MSG_NOSPACE;
 	if (m->failed == 0)
@@ -1186,7 +1206,7 @@ int mvcc_delete_range(struct mvcc *m, const struct mvcc_delete_req *req,
 	if (rc != 0)
 		return rc;
 	req_begin(m);
-	rc = apply_delete(m, req, false, a, res);
+	rc = settle(m, apply_delete(m, req, false, a, res));
 	if (rc == KV_EFULL)
 		res->errmsg = MSG_NOSPACE;
 	if (m->failed == 0)
@@ -1761,6 +1781,7 @@ int mvcc_txn(struct mvcc *m, const struct mvcc_txn_req *req,
 	struct exec x = { m, &v.tc, write, v.rev, v.compact, &p, 0, a };
 	rc = exec_txn(&x, req, res);
 	if (write) {
+		rc = settle(m, rc);
 		if (m->failed == 0)
 			req_end(m);
 		res->header_revision = m->rev;
@@ -1937,6 +1958,7 @@ int mvcc_compact_step(struct mvcc *m, size_t max_revs, bool *done)
 		int rc2 = save_cpos(m);
 		if (rc == 0 || rc == KV_EAGAIN)
 			rc = rc2 ? rc2 : rc;
+		rc = settle(m, rc);
 	}
 	*done = m->failed == 0 && m->cpos_main > m->compact_rev;
 	if (*done)

@@ -1607,6 +1607,22 @@ static void test_fail_stop_after_lmdb_error(void **state)
 	mvcc_close(f->m);
 	assert_int_equal(mvcc_open(f->dir, NULL, &f->m), 0);
 	assert_int_equal(mvcc_revision(f->m), 2);
+	/* A failure half-way through a txn: none of it survives. */
+	assert_int_equal(mvcc_begin_write(f->m), 0);
+	struct mvcc_request_op ops[3] = { op_put("t1", "1"), op_put("t2", "2"),
+					  op_put("t3", "3") };
+	struct mvcc_txn_req t = { NULL, 0, ops, 3, NULL, 0 };
+	struct mvcc_txn_res tr;
+	mvcc_test_fail_after(f->m, 3); /* t2's record */
+	assert_int_equal(mvcc_txn(f->m, &t, &f->a, &tr), KV_EIO);
+	assert_int_equal(mvcc_txn(f->m, &t, &f->a, &tr), KV_EFAILSTOP);
+	assert_int_equal(mvcc_revision(f->m), 2);
+	mvcc_close(f->m);
+	assert_int_equal(mvcc_open(f->dir, NULL, &f->m), 0);
+	r = rq("t", "u");
+	rr = get(f, &r);
+	assert_int_equal(rr.count, 0);
+	assert_int_equal(mvcc_revision(f->m), 2);
 }
 
 /* ---- meta, leases, abort, read handles ------------------------------- */
