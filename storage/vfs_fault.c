@@ -32,7 +32,49 @@ struct fault_vfs {
 	unsigned long mutations;
 	bool skip_sync;
 	bool crashed;
+	/* Durability bookkeeping: files written/truncated/allocated since
+	 * their last sync, files closed in that state, and directory
+	 * changes (create, rename, unlink, mkdir) since the last sync_dir. */
+	struct vfs_file *dirty[64];
+	unsigned ndirty;
+	unsigned long dirty_closed;
+	unsigned long dir_changes;
 };
+
+static void mark_dirty(struct fault_vfs *fv, struct vfs_file *f)
+{
+	pthread_mutex_lock(&fv->mu);
+	for (unsigned i = 0; i < fv->ndirty; i++)
+		if (fv->dirty[i] == f)
+			goto out;
+	if (fv->ndirty < sizeof(fv->dirty) / sizeof(fv->dirty[0]))
+		fv->dirty[fv->ndirty++] = f;
+out:
+	pthread_mutex_unlock(&fv->mu);
+}
+
+/* Forgets f; returns true if it was dirty. */
+static bool clear_dirty(struct fault_vfs *fv, struct vfs_file *f)
+{
+	bool was = false;
+
+	pthread_mutex_lock(&fv->mu);
+	for (unsigned i = 0; i < fv->ndirty; i++)
+		if (fv->dirty[i] == f) {
+			fv->dirty[i] = fv->dirty[--fv->ndirty];
+			was = true;
+			break;
+		}
+	pthread_mutex_unlock(&fv->mu);
+	return was;
+}
+
+static void dir_changed(struct fault_vfs *fv)
+{
+	pthread_mutex_lock(&fv->mu);
+	fv->dir_changes++;
+	pthread_mutex_unlock(&fv->mu);
+}
 
 #define FV(v) ((struct fault_vfs *)(void *)(v))
 
@@ -105,13 +147,22 @@ static int f_open(struct vfs *vfs, const char *path, int flags,
 		}
 		pthread_mutex_unlock(&fv->mu);
 	}
-	return rv ? rv : fv->base->open(fv->base, path, flags, out);
+	if (rv == 0)
+		rv = fv->base->open(fv->base, path, flags, out);
+	if (rv == 0 && mut)
+		dir_changed(fv); /* conservatively: may have created it */
+	return rv;
 }
 
 static int f_close(struct vfs *vfs, struct vfs_file *f)
 {
 	struct fault_vfs *fv = FV(vfs);
 
+	if (clear_dirty(fv, f)) {
+		pthread_mutex_lock(&fv->mu);
+		fv->dirty_closed++;
+		pthread_mutex_unlock(&fv->mu);
+	}
 	return fv->base->close(fv->base, f);
 }
 
@@ -137,6 +188,7 @@ static int f_pwrite(struct vfs *vfs, struct vfs_file *f, const void *buf,
 					 keep < len ? keep : len, off);
 		return rv;
 	}
+	mark_dirty(fv, f);
 	return fv->base->pwrite(fv->base, f, buf, len, off);
 }
 
@@ -145,9 +197,11 @@ static int f_sync(struct vfs *vfs, struct vfs_file *f, bool datasync)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_SYNC, NULL);
 
-	if (rv == 0 && fv->skip_sync)
-		return 0;
-	return rv ? rv : fv->base->sync(fv->base, f, datasync);
+	if (rv == 0 && !fv->skip_sync)
+		rv = fv->base->sync(fv->base, f, datasync);
+	if (rv == 0)
+		clear_dirty(fv, f);
+	return rv;
 }
 
 static int f_truncate(struct vfs *vfs, struct vfs_file *f, uint64_t size)
@@ -155,6 +209,8 @@ static int f_truncate(struct vfs *vfs, struct vfs_file *f, uint64_t size)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_TRUNCATE, NULL);
 
+	if (rv == 0)
+		mark_dirty(fv, f);
 	return rv ? rv : fv->base->truncate(fv->base, f, size);
 }
 
@@ -164,6 +220,8 @@ static int f_allocate(struct vfs *vfs, struct vfs_file *f, uint64_t off,
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_ALLOCATE, NULL);
 
+	if (rv == 0)
+		mark_dirty(fv, f);
 	return rv ? rv : fv->base->allocate(fv->base, f, off, len);
 }
 
@@ -179,6 +237,8 @@ static int f_rename(struct vfs *vfs, const char *from, const char *to)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_RENAME, NULL);
 
+	if (rv == 0)
+		dir_changed(fv);
 	return rv ? rv : fv->base->rename(fv->base, from, to);
 }
 
@@ -187,6 +247,8 @@ static int f_unlink(struct vfs *vfs, const char *path)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_UNLINK, NULL);
 
+	if (rv == 0)
+		dir_changed(fv);
 	return rv ? rv : fv->base->unlink(fv->base, path);
 }
 
@@ -195,6 +257,8 @@ static int f_mkdir(struct vfs *vfs, const char *path)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_MKDIR, NULL);
 
+	if (rv == 0)
+		dir_changed(fv);
 	return rv ? rv : fv->base->mkdir(fv->base, path);
 }
 
@@ -203,9 +267,14 @@ static int f_sync_dir(struct vfs *vfs, const char *path)
 	struct fault_vfs *fv = FV(vfs);
 	int rv = check(fv, VFS_OP_SYNC_DIR, NULL);
 
-	if (rv == 0 && fv->skip_sync)
-		return 0;
-	return rv ? rv : fv->base->sync_dir(fv->base, path);
+	if (rv == 0 && !fv->skip_sync)
+		rv = fv->base->sync_dir(fv->base, path);
+	if (rv == 0) {
+		pthread_mutex_lock(&fv->mu);
+		fv->dir_changes = 0;
+		pthread_mutex_unlock(&fv->mu);
+	}
+	return rv;
 }
 
 static int f_listdir(struct vfs *vfs, const char *path, char ***names,
@@ -333,6 +402,28 @@ unsigned long vfs_fault_count(struct vfs *vfs, enum vfs_op op)
 	n = fv->count[op];
 	pthread_mutex_unlock(&fv->mu);
 	return n;
+}
+
+unsigned long vfs_fault_unsynced(struct vfs *vfs)
+{
+	struct fault_vfs *fv = FV(vfs);
+	unsigned long n;
+
+	pthread_mutex_lock(&fv->mu);
+	n = fv->ndirty + fv->dirty_closed + (fv->dir_changes ? 1 : 0);
+	pthread_mutex_unlock(&fv->mu);
+	return n;
+}
+
+void vfs_fault_unsynced_reset(struct vfs *vfs)
+{
+	struct fault_vfs *fv = FV(vfs);
+
+	pthread_mutex_lock(&fv->mu);
+	fv->ndirty = 0;
+	fv->dirty_closed = 0;
+	fv->dir_changes = 0;
+	pthread_mutex_unlock(&fv->mu);
 }
 
 bool vfs_fault_crashed(struct vfs *vfs)

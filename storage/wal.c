@@ -1479,7 +1479,7 @@ static int load_dir(struct wal *w)
 	char **names = NULL;
 	size_t nnames = 0, nfirst = 0;
 	uint64_t *firsts = NULL;
-	bool have_meta = false, dirty = false;
+	bool have_meta = false;
 	int rv;
 
 	rv = w->vfs->listdir(w->vfs, w->dir, &names, &nnames);
@@ -1511,7 +1511,6 @@ static int load_dir(struct wal *w)
 			free(p);
 			if (rv != 0)
 				goto out;
-			dirty = true;
 		} else if (wal_seg_name_parse(names[i], &first)) {
 			firsts[nfirst++] = first;
 		}
@@ -1550,7 +1549,6 @@ static int load_dir(struct wal *w)
 			seg_free(w, s);
 			if (rv != 0)
 				goto out;
-			dirty = true;
 			continue;
 		}
 		rv = segs_push(w, s);
@@ -1594,6 +1592,8 @@ static int load_dir(struct wal *w)
 					      w->seg_size - s->end);
 			if (rv == KV_EUNSUPP)
 				rv = 0;
+			else if (rv == 0)
+				rv = w->vfs->sync(w->vfs, s->f, false);
 			if (rv != 0) {
 				set_msg(w, "%s: preallocate failed: %s",
 					s->path, kv_strerror(rv));
@@ -1606,12 +1606,11 @@ static int load_dir(struct wal *w)
 	}
 	w->next_index = w->last_index + 1;
 	assert(invariants_ok(w));
-	if (dirty) {
-		rv = w->vfs->sync_dir(w->vfs, w->dir);
-		if (rv != 0)
-			set_msg(w, "%s: fsync failed: %s", w->dir,
-				kv_strerror(rv));
-	}
+	/* Makes removals above and the LOCK file's creation durable:
+	 * wal_open leaves nothing unsynced behind. */
+	rv = w->vfs->sync_dir(w->vfs, w->dir);
+	if (rv != 0)
+		set_msg(w, "%s: fsync failed: %s", w->dir, kv_strerror(rv));
 out:
 	free(firsts);
 	vfs_names_free(names, nnames);

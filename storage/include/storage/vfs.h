@@ -130,5 +130,13 @@ void vfs_fault_disarm(struct vfs *vfs);
 /* Number of operations of a kind forwarded or failed since creation. */
 unsigned long vfs_fault_count(struct vfs *vfs, enum vfs_op op);
 bool vfs_fault_crashed(struct vfs *vfs);
+/* Durability bookkeeping, to check that a caller made its changes durable
+ * before returning: the number of files written, truncated or
+ * preallocated since their last sync (open or closed since), plus 1 if a
+ * directory changed (file created, renamed, unlinked, mkdir) since the
+ * last sync_dir. Directories are not told apart: any sync_dir clears the
+ * directory state. */
+unsigned long vfs_fault_unsynced(struct vfs *vfs);
+void vfs_fault_unsynced_reset(struct vfs *vfs);
 
 #endif

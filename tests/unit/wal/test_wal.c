@@ -571,6 +571,75 @@ static void test_vfs_64bit(void **state)
 	assert_int_equal(v->mkdir(v, dir), KV_EEXIST);
 }
 
+/* Every call that promises durability leaves nothing unsynced behind
+ * (file data, truncations, preallocations, directory entries), and an
+ * append callback only runs once its data is synced. Checked at the vfs
+ * level with the fault vfs's bookkeeping. */
+static struct vfs *dur_vfs;
+
+static void on_durable(struct wal_append_req *req, int status)
+{
+	int *bad = req->data;
+
+	if (status != 0 || vfs_fault_unsynced(dur_vfs) != 0)
+		(*bad)++;
+}
+
+static void test_durable_on_return(void **state)
+{
+	const char *dir = *state;
+	struct vfs *fv = vfs_fault_new(vfs_posix());
+	struct wal_append_req reqs[30];
+	unsigned char buf[256];
+	struct wal *w;
+	int bad = 0;
+
+	dur_vfs = fv;
+	vfs_fault_skip_sync(fv, true);
+	w = tu_open(dir, 2048, fv);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	for (uint64_t i = 1; i <= 60; i += 6) {
+		tu_append(w, i, i + 5, 1); /* with rollovers */
+		assert_int_equal(vfs_fault_unsynced(fv), 0);
+	}
+	for (int i = 0; i < 30; i++) {
+		struct wal_entry e;
+		tu_entry(&e, 61 + (uint64_t)i, 1, buf);
+		reqs[i].data = &bad;
+		assert_int_equal(wal_append(w, &e, 1, &reqs[i], on_durable),
+				 0);
+	}
+	assert_int_equal(wal_set_term_vote(w, 2, 1), 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	assert_int_equal(wal_truncate(w, 45), 0);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	assert_int_equal(wal_truncate(w, 44), 0); /* inside a segment */
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	assert_int_equal(wal_drop_prefix(w, 20), 0);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	assert_int_equal(wal_reset(w, 100, 2), 0);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	tu_append(w, 101, 105, 3);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	assert_int_equal(wal_close(w), 0);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+
+	/* Reopening leaves nothing unsynced. */
+	w = tu_open(dir, 2048, fv);
+	assert_int_equal(vfs_fault_unsynced(fv), 0);
+	/* The bookkeeping does see unsynced data: WAL_SYNC_NONE. */
+	assert_int_equal(wal_close(w), 0);
+	struct wal_options o = { .vfs = fv, .segment_size = 2048,
+				 .sync = WAL_SYNC_NONE };
+	char msg[256];
+	assert_int_equal(wal_open(dir, &o, &w, msg, sizeof(msg)), 0);
+	tu_append(w, 106, 106, 3);
+	assert_int_equal(vfs_fault_unsynced(fv), 1);
+	assert_int_equal(wal_close(w), 0);
+	vfs_destroy(fv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -601,6 +670,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncate_async, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_vfs_64bit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_durable_on_return, setup,
 						teardown),
 	};
 
