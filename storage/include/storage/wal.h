@@ -15,8 +15,9 @@
  * calls each request's callback, in submission order, from the writer
  * thread. No callback reports success for data that was not fsynced.
  *
- * Fail-stop: after any failed write, fsync, truncate, rename or unlink the
- * WAL refuses every later call with KV_EFAILSTOP (the batch that failed
+ * Fail-stop: after any failed write, fsync, truncate, preallocation,
+ * create, rename or unlink on the write path the WAL refuses every later
+ * call with KV_EFAILSTOP (the batch that failed
  * reports the original error to its callbacks, queued ones KV_EFAILSTOP).
  * Nothing is retried; reopen the directory to recover from disk.
  *
@@ -38,6 +39,20 @@
  *
  * Errors: 0 or a negative KV_E* from "kv/errors.h". wal_errmsg() gives the
  * context of the last failure (file, offset, what).
+ *
+ * Backing raft_io (canonical/raft 0.15) with it, all on the loop thread:
+ *   load          wal_open, wal_info (term, vote, snap_index/term,
+ *                 first_index = start_index), wal_load(first_index), then
+ *                 copy into raft_malloc'd entries
+ *   set_term/vote wal_set_term_vote (durable on return: one fsync)
+ *   append        wal_append with indexes from wal_next_index(); the
+ *                 callback runs on the writer thread: queue the result and
+ *                 uv_async_send to the loop, which calls raft's cb
+ *   truncate      wal_truncate_async (ordered before later appends,
+ *                 never blocks)
+ *   snapshot_put  once the snapshot is durable: trailing > 0 →
+ *                 wal_drop_prefix(index - trailing); trailing == 0 →
+ *                 wal_reset(index, term)
  */
 #ifndef KV_STORAGE_WAL_H
 #define KV_STORAGE_WAL_H
