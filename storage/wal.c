@@ -991,10 +991,25 @@ struct wal_iter {
 	size_t cap;
 };
 
+/* Reads after a failure could return data that never reached the disk
+ * (the page cache after a failed fsync): refuse them too. */
+static int check_failed(struct wal *w)
+{
+	int rv;
+
+	pthread_mutex_lock(&w->mu);
+	rv = w->err ? KV_EFAILSTOP : 0;
+	pthread_mutex_unlock(&w->mu);
+	return rv;
+}
+
 int wal_iter_open(struct wal *w, uint64_t from, struct wal_iter **out)
 {
 	struct wal_iter *it;
-	int rv = 0;
+	int rv = check_failed(w);
+
+	if (rv != 0)
+		return rv;
 
 	pthread_rwlock_rdlock(&w->lock);
 	if (from < w->first_index || from > w->last_index + 1)
@@ -1038,8 +1053,10 @@ int wal_iter_next(struct wal_iter *it, struct wal_entry *ent)
 	struct seg *s;
 	uint64_t off;
 	size_t nread, need;
-	int rv;
+	int rv = check_failed(w);
 
+	if (rv != 0)
+		return rv;
 	pthread_rwlock_rdlock(&w->lock);
 	if (it->next < w->first_index || it->next > w->last_index) {
 		rv = 0;
@@ -1434,42 +1451,42 @@ static int seg_open(struct wal *w, uint64_t first, struct seg **out,
 	s->path = seg_path(w->dir, first);
 	if (s->path == NULL) {
 		rv = KV_ENOMEM;
-		goto err;
+		goto err_after_alloc;
 	}
 	rv = w->vfs->open(w->vfs, s->path, VFS_RDWR, &s->f);
 	if (rv != 0) {
 		set_msg(w, "%s: open failed: %s", s->path, kv_strerror(rv));
-		goto err;
+		goto err_after_alloc;
 	}
 	rv = w->vfs->pread(w->vfs, s->f, hdr, sizeof(hdr), 0, &nread);
 	if (rv != 0) {
 		set_msg(w, "%s: offset 0: read failed: %s", s->path,
 			kv_strerror(rv));
-		goto err;
+		goto err_after_alloc;
 	}
 	if (nread != sizeof(hdr) || wal_seg_hdr_decode(hdr, &h) != 0) {
 		rv = KV_ECORRUPT;
 		set_msg(w, "%s: offset 0: bad segment header", s->path);
-		goto err;
+		goto err_after_alloc;
 	}
 	if (h.first_index != first) {
 		rv = KV_ECORRUPT;
 		set_msg(w, "%s: offset 8: header says first index %" PRIu64
 			", name says %" PRIu64, s->path, h.first_index, first);
-		goto err;
+		goto err_after_alloc;
 	}
 	if (h.gen > w->meta.gen) {
 		rv = KV_ECORRUPT;
 		set_msg(w, "%s: offset 16: segment generation %" PRIu64
 			" is newer than the meta file's %" PRIu64, s->path,
 			h.gen, w->meta.gen);
-		goto err;
+		goto err_after_alloc;
 	}
 	s->gen = h.gen;
 	*stale = h.gen < w->meta.gen;
 	*out = s;
 	return 0;
-err:
+err_after_alloc:
 	seg_free(w, s);
 	return rv;
 }

@@ -16,10 +16,12 @@
  * thread. No callback reports success for data that was not fsynced.
  *
  * Fail-stop: after any failed write, fsync, truncate, preallocation,
- * create, rename or unlink on the write path the WAL refuses every later
- * call with KV_EFAILSTOP (the batch that failed
- * reports the original error to its callbacks, queued ones KV_EFAILSTOP).
- * Nothing is retried; reopen the directory to recover from disk.
+ * create, rename or unlink on the write path, the WAL refuses every later
+ * call with KV_EFAILSTOP, reads included (the page cache may hold data the
+ * disk lost); only wal_info, wal_stats, wal_next_index, wal_errmsg and
+ * wal_close still work. The batch that failed reports the original error
+ * to its callbacks, queued ones KV_EFAILSTOP. Nothing is retried; reopen
+ * the directory to recover from what is on disk.
  *
  * Opening scans every record. A torn tail of the last segment (partial or
  * zeroed record, bad checksum at the very end) is cut back to the last

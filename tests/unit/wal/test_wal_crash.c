@@ -314,6 +314,11 @@ static void expect_failstop(struct wal *w, uint64_t next)
 	assert_int_equal(wal_set_term_vote(w, 9, 9), KV_EFAILSTOP);
 	assert_int_equal(wal_drop_prefix(w, 1), KV_EFAILSTOP);
 	assert_int_equal(wal_reset(w, 100, 1), KV_EFAILSTOP);
+	struct wal_iter *it;
+	struct wal_entry *ents;
+	size_t n;
+	assert_int_equal(wal_iter_open(w, next - 1, &it), KV_EFAILSTOP);
+	assert_int_equal(wal_load(w, next - 1, &ents, &n), KV_EFAILSTOP);
 	assert_true(strstr(wal_errmsg(w), "fail-stop") != NULL);
 }
 
