@@ -1326,11 +1326,18 @@ static int seg_scan(struct wal *w, struct seg *s, bool last)
 			why = "record extends past end of file";
 			goto bad;
 		}
-		rv = rd(&r, off + WAL_REC_HDR_SIZE, h.len, &p);
+		/* Payload and padding: every byte of a record is checked. */
+		rv = rd(&r, off + WAL_REC_HDR_SIZE,
+			(size_t)(wal_rec_size(h.len) - WAL_REC_HDR_SIZE), &p);
 		if (rv != 0)
 			goto err_read;
 		if (kv_crc32c(0, p, h.len) != h.dcrc) {
 			why = "bad payload checksum";
+			goto bad;
+		}
+		if (!all_zero(p + h.len, (size_t)(wal_rec_size(h.len) -
+						  WAL_REC_HDR_SIZE - h.len))) {
+			why = "non-zero record padding";
 			goto bad;
 		}
 		rv = seg_push_off(s, off);

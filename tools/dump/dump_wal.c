@@ -176,6 +176,11 @@ static uint64_t dump_segment(struct ctx *c, const char *name, uint64_t first,
 			why = "bad payload checksum";
 			goto bad;
 		}
+		if (!zero(p + off + WAL_REC_HDR_SIZE + h.len,
+			  wal_rec_size(h.len) - WAL_REC_HDR_SIZE - h.len)) {
+			why = "non-zero record padding";
+			goto bad;
+		}
 		if (!c->quiet)
 			printf("  offset=%" PRIu64 " index=%" PRIu64
 			       " term=%" PRIu64 " type=%u(%s) size=%" PRIu32
