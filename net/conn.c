@@ -72,6 +72,7 @@ struct net_conn {
 	int handles_open;
 	bool writing, reading, ready, closing, close_after_flush, eof;
 	bool app_paused, out_paused, budget_paused, ended;
+	bool accepted; /* from a listener (not net_server_connect) */
 	uint64_t tick, last_active, bytes_in;
 	size_t budget_used;
 	char peer[272]; /* "ip:port" or "host:port" */
@@ -213,6 +214,10 @@ static void tls_recv(struct net_conn *c, const char *p, size_t n)
 						    sizeof(msg) - 1);
 			}
 			tls_flush(c);
+			if (c->accepted && c->srv->cfg.on_tls_error != NULL)
+				c->srv->cfg.on_tls_error(
+					c->peer, rc, tls_engine_errmsg(c->tls),
+					c->srv->data);
 			conn_fail(c, rc, "TLS handshake failed",
 				  tls_engine_errmsg(c->tls));
 			return;
@@ -523,6 +528,22 @@ const char *net_conn_peer_cn(const struct net_conn *c)
 	return c->peer_cn[0] ? c->peer_cn : NULL;
 }
 
+int net_conn_peer_check_host(struct net_conn *c, const char *host,
+			     char *why, size_t whylen)
+{
+	int rc;
+
+	if (c->tls == NULL || !tls_engine_handshake_done(c->tls)) {
+		if (why != NULL && whylen > 0)
+			snprintf(why, whylen, "not a TLS connection");
+		return KV_EINVAL;
+	}
+	rc = tls_engine_peer_check_host(c->tls, host);
+	if (rc != 0 && why != NULL && whylen > 0)
+		snprintf(why, whylen, "%s", tls_engine_errmsg(c->tls));
+	return rc;
+}
+
 static void on_conn_timer(uv_timer_t *t)
 {
 	struct net_conn *c = t->data;
@@ -622,7 +643,10 @@ static void on_connection(uv_stream_t *ls, int status)
 		do_close(c);
 		return;
 	}
+	c->accepted = true;
 	uv_tcp_nodelay(&c->tcp, 1);
+	if (s->cfg.keepalive_s > 0)
+		uv_tcp_keepalive(&c->tcp, 1, s->cfg.keepalive_s);
 	format_peer(c);
 	if (l->tls != NULL) {
 		if (tls_engine_new(l->tls, NULL, &c->tls) != 0) {
@@ -689,6 +713,8 @@ static void on_connected(uv_connect_t *req, int status)
 		return;
 	}
 	uv_tcp_nodelay(&c->tcp, 1);
+	if (c->srv->cfg.keepalive_s > 0)
+		uv_tcp_keepalive(&c->tcp, 1, c->srv->cfg.keepalive_s);
 	c->last_active = uv_now(c->srv->loop);
 	update_reading(c);
 	if (c->closing)

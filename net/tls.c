@@ -524,6 +524,50 @@ const char *tls_engine_peer_cn(struct tls_engine *e)
 	return e->peer_cn[0] ? e->peer_cn : NULL;
 }
 
+int tls_engine_peer_check_host(struct tls_engine *e, const char *host)
+{
+	unsigned char ip[16];
+	X509 *cert;
+	int ok;
+
+	if (!e->done)
+		return KV_EINVAL;
+	e->errmsg[0] = '\0';
+	if ((SSL_get_verify_mode(e->ssl) & SSL_VERIFY_PEER) == 0) {
+		snprintf(e->errmsg, sizeof(e->errmsg),
+			 "peer certificates are not verified by this context");
+		return KV_EPERM;
+	}
+	cert = SSL_get1_peer_certificate(e->ssl);
+	if (cert == NULL) {
+		snprintf(e->errmsg, sizeof(e->errmsg),
+			 "peer sent no certificate");
+		return KV_EPERM;
+	}
+	if (SSL_get_verify_result(e->ssl) != X509_V_OK) {
+		snprintf(e->errmsg, sizeof(e->errmsg),
+			 "peer certificate not verified (%s)",
+			 X509_verify_cert_error_string(
+				 SSL_get_verify_result(e->ssl)));
+		X509_free(cert);
+		return KV_EPERM;
+	}
+	ERR_clear_error();
+	if (inet_pton(AF_INET, host, ip) == 1 ||
+	    inet_pton(AF_INET6, host, ip) == 1)
+		ok = X509_check_ip_asc(cert, host, 0);
+	else
+		ok = X509_check_host(cert, host, strlen(host), 0, NULL);
+	X509_free(cert);
+	ERR_clear_error();
+	if (ok != 1) {
+		snprintf(e->errmsg, sizeof(e->errmsg),
+			 "peer certificate does not cover %s", host);
+		return KV_EPERM;
+	}
+	return 0;
+}
+
 const char *tls_engine_errmsg(const struct tls_engine *e)
 {
 	return e->errmsg;

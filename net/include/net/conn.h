@@ -108,6 +108,14 @@ const char *net_conn_peer(const struct net_conn *c);
 const char *net_conn_alpn(const struct net_conn *c);
 /* Client certificate's CN, or NULL. */
 const char *net_conn_peer_cn(const struct net_conn *c);
+/* For a TLS connection after its handshake: checks that the peer's
+ * certificate was verified against the context's CA and covers host (an
+ * IP address or DNS name; see tls_engine_peer_check_host). Returns 0,
+ * KV_EPERM (no certificate, unverified or not covering host; why is
+ * written to why, which may be NULL) or KV_EINVAL (plaintext connection or
+ * handshake not done). */
+int net_conn_peer_check_host(struct net_conn *c, const char *host,
+			     char *why, size_t whylen);
 
 /* ---- server ---------------------------------------------------------- */
 
@@ -117,6 +125,15 @@ struct net_server_config {
 	/* No I/O for this long, with the handler not busy, closes the
 	 * connection (also bounds the TLS handshake); 0 = 300 s. */
 	uint64_t idle_timeout_ms;
+	/* TCP keepalive delay in seconds on every connection; 0 = off. */
+	unsigned keepalive_s;
+	/* Optional: an accepted connection's TLS handshake failed (err is
+	 * KV_EPERM when the peer's certificate was refused or missing,
+	 * KV_EPROTO otherwise; msg says why; peer is "ip:port"). Runs with
+	 * the server's data just before the connection closes; for counting
+	 * refusals. Must not call back into the server. */
+	void (*on_tls_error)(const char *peer, int err, const char *msg,
+			     void *data);
 };
 
 /* A connection is ready for a protocol: the TLS handshake finished (alpn

@@ -103,6 +103,16 @@ const char *tls_engine_version(const struct tls_engine *e);
 /* The peer certificate's subject common name, or NULL (no cert). Valid
  * until the engine is freed. */
 const char *tls_engine_peer_cn(struct tls_engine *e);
+/* Checks that the peer presented a certificate, that it was verified
+ * against the context's trusted CA (a server context built with
+ * client_cert_auth, or a client context with trusted_ca_file), and that it
+ * covers host: an IP address ("127.0.0.1", "::1") must be one of its
+ * iPAddress SANs; a name must match a dNSName SAN (wildcards in the
+ * leftmost label; the subject CN only when the certificate has no DNS
+ * SAN). Call after the handshake. Returns 0, KV_EPERM (no certificate, not
+ * verified, or host not covered; the reason is in tls_engine_errmsg) or
+ * KV_EINVAL (handshake not done). */
+int tls_engine_peer_check_host(struct tls_engine *e, const char *host);
 /* The message of the last error, "" when none. Valid until the next call
  * on the engine. */
 const char *tls_engine_errmsg(const struct tls_engine *e);
