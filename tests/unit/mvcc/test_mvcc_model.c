@@ -987,18 +987,33 @@ static void gen_ops(const struct model *M, struct mvcc_arena *a, int depth,
 
 struct run {
 	struct model M;
+	struct mvcc_options opts; /* tiny initial map on some seeds */
+	bool rare_compact;        /* long histories on some seeds */
+	unsigned long again;      /* KV_EAGAIN retries seen */
 	struct mvcc *m;
 	char *dir;
 	struct mvcc_arena a;
 	unsigned long stats[16];
 };
 
+/* KV_EAGAIN: nothing changed; commit, begin (the map grows) and retry. */
+#define RETRY(R, call)                                                   \
+	({                                                               \
+		int rc_;                                                 \
+		while ((rc_ = (call)) == KV_EAGAIN) {                    \
+			(R)->again++;                                    \
+			assert_int_equal(mvcc_commit((R)->m, false), 0); \
+			assert_int_equal(mvcc_begin_write((R)->m), 0);   \
+		}                                                        \
+		rc_;                                                     \
+	})
+
 static void reopen(struct run *R)
 {
 	if (mvcc_in_write(R->m))
 		assert_int_equal(mvcc_commit(R->m, rn(2)), 0);
 	mvcc_close(R->m);
-	assert_int_equal(mvcc_open(R->dir, NULL, &R->m), 0);
+	assert_int_equal(mvcc_open(R->dir, &R->opts, &R->m), 0);
 	assert_int_equal(mvcc_revision(R->m), R->M.rev);
 	assert_int_equal(mvcc_compact_revision(R->m), R->M.compact);
 }
@@ -1055,7 +1070,8 @@ static void events_compare(struct run *R)
 
 	ensure_write(R);
 	while (!done)
-		assert_int_equal(mvcc_compact_step(R->m, 1000, &done), 0);
+		assert_int_equal(RETRY(R, mvcc_compact_step(R->m, 1000, &done)),
+				 0);
 	struct mvcc_events_req q = { 0 };
 	struct bytes k = rbound();
 	q.key = k.p;
@@ -1157,7 +1173,7 @@ static void one_op(struct run *R)
 		re = m_put(&R->M, &q, false, a, &e);
 		if (R->M.nch)
 			R->M.rev++;
-		rg = mvcc_put(R->m, &q, a, &g);
+		rg = RETRY(R, mvcc_put(R->m, &q, a, &g));
 		assert_int_equal(re, rg);
 		if (re == 0)
 			put_check(&e, &g);
@@ -1172,7 +1188,7 @@ static void one_op(struct run *R)
 		re = m_delete(&R->M, &q, a, &e);
 		if (R->M.nch)
 			R->M.rev++;
-		rg = mvcc_delete_range(R->m, &q, a, &g);
+		rg = RETRY(R, mvcc_delete_range(R->m, &q, a, &g));
 		assert_int_equal(re, rg);
 		if (re == 0)
 			del_check(&e, &g);
@@ -1199,25 +1215,27 @@ static void one_op(struct run *R)
 		if (!m_readonly(t) || rn(2))
 			ensure_write(R);
 		re = m_txn(&R->M, t, a, &e);
-		rg = mvcc_txn(R->m, t, a, &g);
+		rg = mvcc_in_write(R->m) ? RETRY(R, mvcc_txn(R->m, t, a, &g))
+					 : mvcc_txn(R->m, t, a, &g);
 		assert_int_equal(re, rg);
 		if (re == 0)
 			txn_check(&e, &g);
 		R->stats[re == 0 ? 3 : 4]++;
-	} else if (c < 930) {
+	} else if (c < 930 && (!R->rare_compact || rn(10) == 0)) {
 		int64_t rev = R->M.compact + (int64_t)rn(
 			(unsigned)(R->M.rev - R->M.compact + 2));
 		if (rn(10) == 0)
 			rev = R->M.compact;
 		ensure_write(R);
 		re = m_compact(&R->M, rev);
-		rg = mvcc_compact(R->m, rev);
+		rg = RETRY(R, mvcc_compact(R->m, rev));
 		assert_int_equal(re, rg);
 		R->stats[5]++;
 	} else if (c < 950) {
 		bool done;
 		ensure_write(R);
-		assert_int_equal(mvcc_compact_step(R->m, 1 + rn(50), &done), 0);
+		assert_int_equal(RETRY(R, mvcc_compact_step(R->m, 1 + rn(50),
+							      &done)), 0);
 		R->stats[6]++;
 	} else if (c < 975) {
 		if (mvcc_in_write(R->m))
@@ -1245,7 +1263,10 @@ static void run_seed(uint64_t seed, unsigned long ops)
 	R.M.rev = 1;
 	R.M.compact = -1;
 	R.dir = tu_tmpdir();
-	assert_int_equal(mvcc_open(R.dir, NULL, &R.m), 0);
+	if (seed % 3 == 0)
+		R.opts.initial_map_bytes = 64 << 10;
+	R.rare_compact = seed % 2 == 0;
+	assert_int_equal(mvcc_open(R.dir, &R.opts, &R.m), 0);
 	for (unsigned long i = 0; i < ops; i++)
 		one_op(&R);
 	reopen(&R);
@@ -1254,10 +1275,10 @@ static void run_seed(uint64_t seed, unsigned long ops)
 	fprintf(stderr,
 		"seed %llu: %lu ops: put %lu del %lu range %lu txn %lu "
 		"(rejected %lu) compact %lu steps %lu commits %lu reopens %lu "
-		"events %lu; rev %lld\n",
+		"events %lu eagain %lu; rev %lld\n",
 		(unsigned long long)seed, ops, R.stats[0], R.stats[1],
 		R.stats[2], R.stats[3], R.stats[4], R.stats[5], R.stats[6],
-		R.stats[7], R.stats[8], R.stats[9], (long long)R.M.rev);
+		R.stats[7], R.stats[8], R.stats[9], R.again, (long long)R.M.rev);
 	mvcc_close(R.m);
 	tu_rmrf(R.dir);
 	free(R.dir);
