@@ -610,8 +610,12 @@ static uint64_t count_free_pages(struct mvcc *m)
 		return 0;
 	int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 	while (rc == 0) {
-		if (v.mv_size >= sizeof(size_t))
-			n += *(const size_t *)v.mv_data;
+		/* An IDL: its first size_t is the page count. */
+		if (v.mv_size >= sizeof(size_t)) {
+			size_t cnt;
+			memcpy(&cnt, v.mv_data, sizeof(cnt));
+			n += cnt;
+		}
 		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(cur);

@@ -343,7 +343,13 @@ int mvcc_events(struct mvcc *m, struct mvcc_read *rd,
 int mvcc_hash(struct mvcc *m, struct mvcc_read *rd, int64_t rev,
 	      uint32_t *hash, int64_t *compact_rev);
 
-/* Raft's applied index and term, written in the open write txn. */
+/* Meta and lease writes need the open write txn (KV_EINVAL otherwise) and
+ * commit with it; the getters read the owner's view (the open write txn
+ * if any, else the committed state). Owner thread only. */
+
+/* Raft's applied index and term: kept in memory and written as a meta
+ * record by mvcc_commit(), in the same LMDB txn as the data they
+ * describe; mvcc_abort() restores the committed values. */
 int mvcc_set_applied(struct mvcc *m, uint64_t index, uint64_t term);
 /* The values as of the owner's view (the open write txn if any). */
 void mvcc_get_applied(const struct mvcc *m, uint64_t *index, uint64_t *term);
@@ -405,12 +411,16 @@ const char *mvcc_errmsg(int err);
 /* Bytes used by the data file and the map size. */
 void mvcc_size(struct mvcc *m, uint64_t *used, uint64_t *map_size);
 
-/* Full consistency check (slow): key order, record encodings, revision
- * index <-> key space agreement, meta. For asserts in tests. */
+/* Full consistency check (slow, owner's view): full keys strictly
+ * ascending, every record decodes and re-encodes to its LMDB key, the
+ * revision index maps each record's revision to it and has no extra
+ * entries, versions and create revisions chain inside each generation,
+ * compacted revision <= current. For asserts in tests. */
 bool mvcc_invariants_ok(struct mvcc *m);
 
-/* Test hook: the next n-th LMDB write call inside the write txn fails with
- * an I/O error (0 disables). */
+/* Test hook: the n-th LMDB write call from now (mdb_put/mdb_del inside
+ * the write txn, or the commit itself) fails with KV_EIO, which makes the
+ * store fail-stop. 0 disables. */
 void mvcc_test_fail_after(struct mvcc *m, int n);
 
 #endif
