@@ -527,12 +527,18 @@ static size_t parse(struct pconn *pc, const unsigned char *buf, size_t n,
 		size_t limit = pc->authed ? pc->t->cfg.max_frame
 					  : PRE_AUTH_MAX;
 		if (len == 0 || len > limit) {
-			pc->t->st.refused_conns += pc->authed ? 0 : 1;
-			KV_WARN(MOD, "peer frame too large",
-				"peer=%s member=%016" PRIx64
-				" len=%" PRIu32 " max=%zu",
-				net_conn_peer(pc->c), pc->from, len, limit);
-			net_conn_abort(pc->c, NULL);
+			if (!pc->authed) {
+				refuse(pc, 0,
+				       "frame length %" PRIu32
+				       " before HELLO (max %zu)", len, limit);
+			} else {
+				KV_WARN(MOD, "peer frame too large",
+					"peer=%s member=%016" PRIx64
+					" len=%" PRIu32 " max=%zu",
+					net_conn_peer(pc->c), pc->from, len,
+					limit);
+				net_conn_abort(pc->c, NULL);
+			}
 			*stop = true;
 			return off;
 		}

@@ -296,6 +296,42 @@ static void test_tls_client_cert_foreign(void **state)
 	pair_close(&p);
 }
 
+/* tls_engine_peer_check_host: the server side checks the verified client
+ * certificate against a host or IP; without verification nothing passes. */
+static void test_tls_peer_check_host(void **state)
+{
+	struct pair p;
+	(void)state;
+	pair_open(&p, true, NULL, "client", NULL, "127.0.0.1");
+	assert_int_equal(p.rc_s, 0);
+	assert_int_equal(tls_engine_peer_check_host(p.s, "127.0.0.1"), 0);
+	assert_int_equal(tls_engine_peer_check_host(p.s, "localhost"), 0);
+	assert_int_equal(tls_engine_peer_check_host(p.s, "127.0.0.2"),
+			 KV_EPERM);
+	assert_non_null(strstr(tls_engine_errmsg(p.s), "127.0.0.2"));
+	assert_int_equal(tls_engine_peer_check_host(p.s, "::1"), KV_EPERM);
+	assert_int_equal(tls_engine_peer_check_host(p.s, "other.example"),
+			 KV_EPERM);
+	/* The client checks the server's certificate the same way. */
+	assert_int_equal(tls_engine_peer_check_host(p.c, "127.0.0.1"), 0);
+	pair_close(&p);
+
+	/* No client certificate at all (server does not ask). */
+	pair_open(&p, false, NULL, NULL, NULL, "127.0.0.1");
+	assert_int_equal(p.rc_s, 0);
+	assert_int_equal(tls_engine_peer_check_host(p.s, "127.0.0.1"),
+			 KV_EPERM);
+	pair_close(&p);
+
+	/* A certificate the server did not verify does not count. */
+	pair_open(&p, false, NULL, "client", NULL, "127.0.0.1");
+	assert_int_equal(p.rc_s, 0);
+	assert_int_equal(tls_engine_peer_check_host(p.s, "127.0.0.1"),
+			 KV_EPERM);
+	assert_non_null(strstr(tls_engine_errmsg(p.s), "not verified"));
+	pair_close(&p);
+}
+
 static void test_tls_server_name_checked(void **state)
 {
 	struct pair p;
@@ -1189,6 +1225,7 @@ int main(void)
 		cmocka_unit_test(test_tls_client_cert_missing),
 		cmocka_unit_test(test_tls_client_cert_foreign),
 		cmocka_unit_test(test_tls_server_name_checked),
+		cmocka_unit_test(test_tls_peer_check_host),
 		cmocka_unit_test(test_tls_garbage_input),
 		cmocka_unit_test(test_tls_ctx_file_errors),
 		cmocka_unit_test(test_tls_random_input),
