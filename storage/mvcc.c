@@ -161,7 +161,8 @@ static size_t ekey_encode(const struct mvcc *m, const uint8_t *key,
 	} else {
 		memcpy(out, key, m->short_max);
 		n = m->short_max;
-		put_be64(out + n, zero_hash ? 0 : fnv1a64(key, klen));
+		put_be64(out + n, zero_hash || m->collide ? 0
+						      : fnv1a64(key, klen));
 		n += 8;
 		out[n++] = 1;
 	}
@@ -2595,6 +2596,11 @@ bool mvcc_in_write(const struct mvcc *m)
 void mvcc_test_fail_after(struct mvcc *m, int n)
 {
 	m->fail_after = n;
+}
+
+void mvcc_test_collide_hashes(struct mvcc *m)
+{
+	m->collide = true;
 }
 
 void mvcc_size(struct mvcc *m, uint64_t *used, uint64_t *map_size)

@@ -73,6 +73,7 @@ struct mvcc {
 
 	int failed; /* sticky: first fatal error, 0 if none */
 	int fail_after;
+	bool collide; /* test hook: every long key hashes to 0 */
 
 	pthread_mutex_t lock; /* readers vs map growth */
 	int readers;

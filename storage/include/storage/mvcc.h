@@ -423,4 +423,9 @@ bool mvcc_invariants_ok(struct mvcc *m);
  * store fail-stop. 0 disables. */
 void mvcc_test_fail_after(struct mvcc *m, int n);
 
+/* Test hook: from now on every long key's hash is 0, so all long keys
+ * sharing a prefix collide. Call right after every mvcc_open of a store
+ * that is only ever used this way. */
+void mvcc_test_collide_hashes(struct mvcc *m);
+
 #endif

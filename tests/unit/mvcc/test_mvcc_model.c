@@ -10,8 +10,12 @@
  * at the LMDB boundary, sharing a long prefix, 4 KiB), so histories and
  * long-key groups collide.
  *
+ * Seed variants: every 2nd compacts rarely (long histories), every 3rd
+ * starts with a 64 KiB map (KV_EAGAIN and growth), every 4th makes all
+ * long-key hashes collide.
+ *
  * MVCC_MODEL_OPS (default 100000) ops per seed, MVCC_MODEL_SEEDS (default
- * 3) seeds, MVCC_MODEL_SEED0 the first seed. */
+ * 4) seeds, MVCC_MODEL_SEED0 the first seed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -989,6 +993,7 @@ struct run {
 	struct model M;
 	struct mvcc_options opts; /* tiny initial map on some seeds */
 	bool rare_compact;        /* long histories on some seeds */
+	bool collide;             /* all long-key hashes collide */
 	unsigned long again;      /* KV_EAGAIN retries seen */
 	struct mvcc *m;
 	char *dir;
@@ -1014,6 +1019,8 @@ static void reopen(struct run *R)
 		assert_int_equal(mvcc_commit(R->m, rn(2)), 0);
 	mvcc_close(R->m);
 	assert_int_equal(mvcc_open(R->dir, &R->opts, &R->m), 0);
+	if (R->collide)
+		mvcc_test_collide_hashes(R->m);
 	assert_int_equal(mvcc_revision(R->m), R->M.rev);
 	assert_int_equal(mvcc_compact_revision(R->m), R->M.compact);
 }
@@ -1266,7 +1273,10 @@ static void run_seed(uint64_t seed, unsigned long ops)
 	if (seed % 3 == 0)
 		R.opts.initial_map_bytes = 64 << 10;
 	R.rare_compact = seed % 2 == 0;
+	R.collide = seed % 4 == 0;
 	assert_int_equal(mvcc_open(R.dir, &R.opts, &R.m), 0);
+	if (R.collide)
+		mvcc_test_collide_hashes(R.m);
 	for (unsigned long i = 0; i < ops; i++)
 		one_op(&R);
 	reopen(&R);
@@ -1293,7 +1303,7 @@ static void test_model_randomized(void **state)
 	const char *e = getenv("MVCC_MODEL_OPS");
 	unsigned long ops = e ? strtoul(e, NULL, 10) : 100000;
 	e = getenv("MVCC_MODEL_SEEDS");
-	unsigned long seeds = e ? strtoul(e, NULL, 10) : 3;
+	unsigned long seeds = e ? strtoul(e, NULL, 10) : 4;
 	e = getenv("MVCC_MODEL_SEED0");
 	unsigned long seed0 = e ? strtoul(e, NULL, 10) : 1;
 
