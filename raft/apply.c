@@ -1,0 +1,1035 @@
+/* apply.c — kvd's replicated state machine: raft entries (kvdpb
+ * RequestBatch) applied to storage/mvcc inside one long-lived LMDB write
+ * transaction. See kvraft/apply.h and kvraft/statemachine.h.
+ *
+ * Crash safety of the long write transaction. The applied index is written
+ * in the same transaction as the effects, and a commit only ever happens
+ * between entries, so the store always holds whole entries up to its
+ * applied index. When a request needs map growth (KV_EAGAIN) in the middle
+ * of an entry, committing there would store half an entry under the
+ * previous applied index (a restart would apply its first half twice).
+ * Instead the transaction is aborted, the entries applied since the last
+ * commit are replayed from the copies kept in a->pend (quietly: their
+ * results were delivered already), committed, and the entry is applied
+ * again from its start in a fresh transaction with a bigger map. Results
+ * are delivered only once an entry is complete.
+ *
+ * Entries at or below the stored applied index are skipped: after a
+ * restart the node replays the WAL from durable_index() + 1, and the store
+ * may already hold later (committed, unsynced) entries.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "kvraft/apply.h"
+
+#define MOD "apply"
+
+/* Revisions removed per physical compaction step (etcd 3.4's default
+ * --experimental-compaction-batch-limit). */
+#define DEFAULT_COMPACT_BATCH 1000
+/* Keys read per page while looking for a revoked lease's keys. */
+#define LEASE_SCAN_PAGE 1000
+/* Fresh transactions tried for one entry before giving up. */
+#define MAX_GROW_ATTEMPTS 4
+
+/* The lease record kept in the store until the lessor issue defines its
+ * own: granted TTL and remaining TTL (checkpoints), int64 little-endian. */
+#define LEASE_REC_LEN 16
+
+struct pend {
+	uint64_t index, term;
+	uint8_t *buf; /* NULL for a noop entry */
+	size_t len;
+};
+
+struct alarm {
+	uint64_t member;
+	int type; /* Etcdserverpb__AlarmType */
+};
+
+struct alarms {
+	struct alarm *v;
+	size_t n, cap;
+};
+
+struct kv_apply {
+	struct kvraft_sm sm;
+	struct kv_apply_hooks hooks;
+	struct mvcc *m;
+	char *dir;
+	struct mvcc_options mopts;
+	uint64_t self, cluster_id;
+	size_t compact_batch;
+	uint64_t durable;
+	/* Entries applied since the last commit, for replay. */
+	struct pend *pend;
+	size_t n_pend, cap_pend, pend_bytes;
+	/* Results of the entry being applied; everything in arena. */
+	struct mvcc_arena arena;
+	struct kv_result *res;
+	size_t n_res, cap_res;
+	/* Replicated alarms, now and as of the last commit (restored when
+	 * the transaction is aborted for a replay). */
+	struct alarms alarms, c_alarms;
+	/* The write txn was begun at the start of the current entry. */
+	bool fresh;
+	/* A write in this entry failed locally with KV_EFULL. */
+	bool hit_full;
+	/* Sticky: the first fatal error; everything fails with it after. */
+	int failed;
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+
+static bool nospace(const struct kv_apply *a)
+{
+	for (size_t i = 0; i < a->alarms.n; i++)
+		if (a->alarms.v[i].type == ETCDSERVERPB__ALARM_TYPE__NOSPACE)
+			return true;
+	return false;
+}
+
+static int alarms_copy(struct alarms *dst, const struct alarms *src)
+{
+	if (dst->cap < src->n) {
+		struct alarm *v = realloc(dst->v, src->n * sizeof(*v));
+		if (v == NULL)
+			return KV_ENOMEM;
+		dst->v = v;
+		dst->cap = src->n;
+	}
+	if (src->n > 0)
+		memcpy(dst->v, src->v, src->n * sizeof(*dst->v));
+	dst->n = src->n;
+	return 0;
+}
+
+static struct kv_header_ids ids_of(const struct kv_apply *a, uint64_t term)
+{
+	struct kv_header_ids ids = { a->cluster_id, a->self, term };
+
+	return ids;
+}
+
+static int ensure_write(struct kv_apply *a)
+{
+	int rc;
+
+	if (mvcc_in_write(a->m))
+		return 0;
+	rc = mvcc_begin_write(a->m);
+	if (rc == 0)
+		a->fresh = true;
+	return rc;
+}
+
+static void pend_clear(struct kv_apply *a)
+{
+	for (size_t i = 0; i < a->n_pend; i++)
+		free(a->pend[i].buf);
+	a->n_pend = 0;
+	a->pend_bytes = 0;
+}
+
+static int pend_push(struct kv_apply *a, uint64_t index, uint64_t term,
+		     const void *buf, size_t len)
+{
+	struct pend *p;
+
+	if (a->n_pend == a->cap_pend) {
+		size_t cap = a->cap_pend ? a->cap_pend * 2 : 16;
+		p = realloc(a->pend, cap * sizeof(*p));
+		if (p == NULL)
+			return KV_ENOMEM;
+		a->pend = p;
+		a->cap_pend = cap;
+	}
+	p = &a->pend[a->n_pend];
+	p->index = index;
+	p->term = term;
+	p->len = len;
+	p->buf = NULL;
+	if (buf != NULL) {
+		p->buf = malloc(len ? len : 1);
+		if (p->buf == NULL)
+			return KV_ENOMEM;
+		memcpy(p->buf, buf, len);
+	}
+	a->n_pend++;
+	a->pend_bytes += len;
+	return 0;
+}
+
+static struct kv_result *res_push(struct kv_apply *a)
+{
+	if (a->n_res == a->cap_res) {
+		size_t cap = a->cap_res ? a->cap_res * 2 : 16;
+		struct kv_result *v = realloc(a->res, cap * sizeof(*v));
+		if (v == NULL)
+			return NULL;
+		a->res = v;
+		a->cap_res = cap;
+	}
+	struct kv_result *r = &a->res[a->n_res++];
+	memset(r, 0, sizeof(*r));
+	return r;
+}
+
+/* ---- leases (minimal; the lessor issue owns the full logic) ----------- */
+
+static bool txn_has_put(const Etcdserverpb__TxnRequest *t);
+
+static bool ops_have_put(Etcdserverpb__RequestOp *const *ops, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i]->request_case ==
+		    ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+			return true;
+		if (ops[i]->request_case ==
+			    ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN &&
+		    txn_has_put(ops[i]->request_txn))
+			return true;
+	}
+	return false;
+}
+
+/* etcd's applierV3Capped refuses a Txn with any Put under NOSPACE. */
+static bool txn_has_put(const Etcdserverpb__TxnRequest *t)
+{
+	return ops_have_put(t->success, t->n_success) ||
+	       ops_have_put(t->failure, t->n_failure);
+}
+
+static bool lease_exists(struct kv_apply *a, int64_t id, int *rc)
+{
+	const void *rec;
+	size_t len;
+
+	*rc = mvcc_lease_get(a->m, id, &a->arena, &rec, &len);
+	if (*rc == KV_ENOTFOUND) {
+		*rc = 0;
+		return false;
+	}
+	return *rc == 0;
+}
+
+/* Deletes every key attached to lease id (one revision, none if there are
+ * none), then the lease. KV_ENOTFOUND if there is no such lease. */
+static int revoke_lease(struct kv_apply *a, int64_t id)
+{
+	static const uint8_t nul = 0;
+	struct mvcc_request_op *ops = NULL;
+	size_t n = 0, cap = 0;
+	const uint8_t *start = &nul;
+	size_t start_len = 1;
+	int rc;
+
+	if (!lease_exists(a, id, &rc))
+		return rc != 0 ? rc : KV_ENOTFOUND;
+	for (;;) {
+		struct mvcc_range_req rq = { 0 };
+		struct mvcc_range_res rs;
+		rq.key = start;
+		rq.key_len = start_len;
+		rq.range_end = &nul;
+		rq.range_end_len = 1;
+		rq.limit = LEASE_SCAN_PAGE;
+		rq.keys_only = true;
+		rc = mvcc_range(a->m, NULL, &rq, &a->arena, &rs);
+		if (rc != 0)
+			goto out;
+		for (size_t i = 0; i < rs.n_kvs; i++) {
+			if (rs.kvs[i].lease != id)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				void *v = realloc(ops, cap * sizeof(*ops));
+				if (v == NULL) {
+					rc = KV_ENOMEM;
+					goto out;
+				}
+				ops = v;
+			}
+			memset(&ops[n], 0, sizeof(ops[n]));
+			ops[n].type = MVCC_OP_DELETE_RANGE;
+			ops[n].u.delete_range.key = rs.kvs[i].key;
+			ops[n].u.delete_range.key_len = rs.kvs[i].key_len;
+			n++;
+		}
+		if (!rs.more || rs.n_kvs == 0)
+			break;
+		/* Resume after the last key: last + "\0". */
+		const struct mvcc_kv *last = &rs.kvs[rs.n_kvs - 1];
+		uint8_t *k = mvcc_arena_alloc(&a->arena, last->key_len + 1);
+		if (k == NULL) {
+			rc = KV_ENOMEM;
+			goto out;
+		}
+		memcpy(k, last->key, last->key_len);
+		k[last->key_len] = 0;
+		start = k;
+		start_len = last->key_len + 1;
+	}
+	if (n > 0) {
+		struct mvcc_txn_req t = { NULL, 0, ops, n, NULL, 0 };
+		struct mvcc_txn_res tr;
+		rc = mvcc_txn(a->m, &t, &a->arena, &tr);
+		if (rc != 0)
+			goto out;
+	}
+	rc = mvcc_lease_del(a->m, id);
+out:
+	free(ops);
+	return rc;
+}
+
+/* ---- one request --------------------------------------------------------- */
+
+static Etcdserverpb__AlarmMember *alarm_msg(struct kv_apply *a,
+					    const struct alarm *al)
+{
+	Etcdserverpb__AlarmMember *m = mvcc_arena_alloc(&a->arena,
+							sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	*m = (Etcdserverpb__AlarmMember)ETCDSERVERPB__ALARM_MEMBER__INIT;
+	m->memberid = al->member;
+	m->alarm = (Etcdserverpb__AlarmType)al->type;
+	return m;
+}
+
+/* etcd's applierV3backend.Alarm over the in-memory alarm list. 3.4 sends
+ * no header in alarm replies. */
+static int apply_alarm(struct kv_apply *a, const Etcdserverpb__AlarmRequest *r,
+		       Etcdserverpb__AlarmResponse **out)
+{
+	Etcdserverpb__AlarmResponse *resp;
+	struct alarm want = { r->memberid, (int)r->alarm };
+	size_t found = SIZE_MAX;
+
+	resp = mvcc_arena_alloc(&a->arena, sizeof(*resp));
+	if (resp == NULL)
+		return KV_ENOMEM;
+	*resp = (Etcdserverpb__AlarmResponse)ETCDSERVERPB__ALARM_RESPONSE__INIT;
+	resp->alarms = mvcc_arena_alloc(&a->arena, (a->alarms.n + 1) *
+							   sizeof(void *));
+	if (resp->alarms == NULL)
+		return KV_ENOMEM;
+	for (size_t i = 0; i < a->alarms.n; i++)
+		if (a->alarms.v[i].member == want.member &&
+		    a->alarms.v[i].type == want.type)
+			found = i;
+	switch (r->action) {
+	case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET:
+		for (size_t i = 0; i < a->alarms.n; i++) {
+			if (want.type != ETCDSERVERPB__ALARM_TYPE__NONE &&
+			    a->alarms.v[i].type != want.type)
+				continue;
+			resp->alarms[resp->n_alarms] =
+				alarm_msg(a, &a->alarms.v[i]);
+			if (resp->alarms[resp->n_alarms++] == NULL)
+				return KV_ENOMEM;
+		}
+		break;
+	case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE:
+		if (found == SIZE_MAX) {
+			if (a->alarms.n == a->alarms.cap) {
+				size_t cap = a->alarms.cap ? a->alarms.cap * 2
+							   : 4;
+				void *v = realloc(a->alarms.v,
+						  cap * sizeof(struct alarm));
+				if (v == NULL)
+					return KV_ENOMEM;
+				a->alarms.v = v;
+				a->alarms.cap = cap;
+			}
+			a->alarms.v[a->alarms.n++] = want;
+			KV_WARN(MOD, "alarm activated",
+				"member=%" PRIx64 " alarm=%d", want.member,
+				want.type);
+		}
+		resp->alarms[0] = alarm_msg(a, &want);
+		if (resp->alarms[0] == NULL)
+			return KV_ENOMEM;
+		resp->n_alarms = 1;
+		break;
+	case ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__DEACTIVATE:
+		if (found == SIZE_MAX)
+			break;
+		a->alarms.v[found] = a->alarms.v[--a->alarms.n];
+		resp->alarms[0] = alarm_msg(a, &want);
+		if (resp->alarms[0] == NULL)
+			return KV_ENOMEM;
+		resp->n_alarms = 1;
+		KV_INFO(MOD, "alarm deactivated", "member=%" PRIx64 " alarm=%d",
+			want.member, want.type);
+		break;
+	default:
+		break;
+	}
+	*out = resp;
+	return 0;
+}
+
+static int apply_lease_grant(struct kv_apply *a,
+			     const Etcdserverpb__LeaseGrantRequest *r,
+			     const struct kv_header_ids *ids,
+			     Etcdserverpb__LeaseGrantResponse **out,
+			     struct kv_status *st)
+{
+	Etcdserverpb__LeaseGrantResponse *resp;
+	uint8_t rec[LEASE_REC_LEN];
+	int rc;
+
+	if (r->id == 0) {
+		/* The proposer picks the ID; never 0 in an entry. */
+		*st = (struct kv_status){ KV_GRPC_INVALID_ARGUMENT,
+					  "etcdserver: lease ID is not set" };
+		return KV_EINVAL;
+	}
+	if (kv_validate_lease_grant(r, st) != 0)
+		return KV_ERANGE;
+	if (lease_exists(a, r->id, &rc)) {
+		*st = kv_statuses[KV_ST_LEASE_EXIST];
+		return KV_EEXIST;
+	}
+	if (rc != 0)
+		return rc;
+	put_le64(rec, (uint64_t)r->ttl);
+	put_le64(rec + 8, (uint64_t)r->ttl);
+	rc = mvcc_lease_put(a->m, r->id, rec, sizeof(rec));
+	if (rc != 0)
+		return rc;
+	resp = mvcc_arena_alloc(&a->arena, sizeof(*resp));
+	if (resp == NULL)
+		return KV_ENOMEM;
+	*resp = (Etcdserverpb__LeaseGrantResponse)
+		ETCDSERVERPB__LEASE_GRANT_RESPONSE__INIT;
+	resp->header = kv_translate_header(ids, mvcc_revision(a->m),
+					   &a->arena);
+	if (resp->header == NULL)
+		return KV_ENOMEM;
+	resp->id = r->id;
+	resp->ttl = r->ttl;
+	*out = resp;
+	return 0;
+}
+
+static int apply_lease_checkpoint(struct kv_apply *a,
+				  const Etcdserverpb__LeaseCheckpointRequest *r)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < r->n_checkpoints && rc == 0; i++) {
+		const Etcdserverpb__LeaseCheckpoint *c = r->checkpoints[i];
+		const void *old;
+		size_t len;
+		uint8_t rec[LEASE_REC_LEN];
+		rc = mvcc_lease_get(a->m, c->id, &a->arena, &old, &len);
+		if (rc == KV_ENOTFOUND) {
+			rc = 0;
+			continue;
+		}
+		if (rc != 0)
+			break;
+		memset(rec, 0, sizeof(rec));
+		if (len >= 8)
+			memcpy(rec, old, 8);
+		put_le64(rec + 8, (uint64_t)c->remaining_ttl);
+		rc = mvcc_lease_put(a->m, c->id, rec, sizeof(rec));
+	}
+	return rc;
+}
+
+/* Applies one request into res. Returns 0 when res holds the outcome
+ * (success or a request error), KV_EAGAIN when the entry must be retried
+ * in a fresh, possibly bigger transaction, or a fatal KV_E*. */
+static int apply_one(struct kv_apply *a, const Kvdpb__InternalRequest *r,
+		     const struct kv_header_ids *ids, struct kv_result *res)
+{
+	const ProtobufCMessage *resp = NULL;
+	struct kv_status st = kv_statuses[KV_ST_OK];
+	bool capped = nospace(a);
+	int rc = 0;
+
+	res->request_id = r->id;
+	res->type = r->request_case;
+	switch (r->request_case) {
+	case KVDPB__INTERNAL_REQUEST__REQUEST_PUT: {
+		Etcdserverpb__PutResponse *p = NULL;
+		if (capped)
+			goto refuse;
+		rc = kv_translate_put(a->m, r->put, ids, &a->arena, &p, &st);
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_DELETE_RANGE: {
+		Etcdserverpb__DeleteRangeResponse *p = NULL;
+		rc = kv_translate_delete_range(a->m, r->delete_range, ids,
+					       &a->arena, &p, &st);
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_TXN: {
+		Etcdserverpb__TxnResponse *p = NULL;
+		if (capped && txn_has_put(r->txn))
+			goto refuse;
+		rc = kv_translate_txn(a->m, r->txn, ids, &a->arena, &p, &st);
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_COMPACTION: {
+		Etcdserverpb__CompactionResponse *p = NULL;
+		rc = kv_translate_compaction(a->m, r->compaction, ids,
+					     &a->arena, &p, &st);
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT: {
+		Etcdserverpb__LeaseGrantResponse *p = NULL;
+		if (capped)
+			goto refuse;
+		rc = apply_lease_grant(a, r->lease_grant, ids, &p, &st);
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE: {
+		Etcdserverpb__LeaseRevokeResponse *p;
+		rc = revoke_lease(a, r->lease_revoke->id);
+		if (rc == KV_ENOTFOUND) {
+			st = kv_statuses[KV_ST_LEASE_NOT_FOUND];
+			break;
+		}
+		if (rc != 0)
+			break;
+		p = mvcc_arena_alloc(&a->arena, sizeof(*p));
+		if (p == NULL) {
+			rc = KV_ENOMEM;
+			break;
+		}
+		*p = (Etcdserverpb__LeaseRevokeResponse)
+			ETCDSERVERPB__LEASE_REVOKE_RESPONSE__INIT;
+		p->header = kv_translate_header(ids, mvcc_revision(a->m),
+						&a->arena);
+		if (p->header == NULL)
+			rc = KV_ENOMEM;
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_EXPIRE:
+		for (size_t i = 0; i < r->lease_expire->n_ids && rc == 0; i++) {
+			rc = revoke_lease(a, r->lease_expire->ids[i]);
+			if (rc == KV_ENOTFOUND)
+				rc = 0;
+		}
+		break;
+	case KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_CHECKPOINT: {
+		Etcdserverpb__LeaseCheckpointResponse *p;
+		rc = apply_lease_checkpoint(a, r->lease_checkpoint);
+		if (rc != 0)
+			break;
+		p = mvcc_arena_alloc(&a->arena, sizeof(*p));
+		if (p == NULL) {
+			rc = KV_ENOMEM;
+			break;
+		}
+		*p = (Etcdserverpb__LeaseCheckpointResponse)
+			ETCDSERVERPB__LEASE_CHECKPOINT_RESPONSE__INIT;
+		p->header = kv_translate_header(ids, mvcc_revision(a->m),
+						&a->arena);
+		if (p->header == NULL)
+			rc = KV_ENOMEM;
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_ALARM: {
+		Etcdserverpb__AlarmResponse *p = NULL;
+		rc = apply_alarm(a, r->alarm, &p);
+		resp = (const ProtobufCMessage *)p;
+		break;
+	}
+	case KVDPB__INTERNAL_REQUEST__REQUEST_CLUSTER_INIT:
+		/* Cluster identity is stored by the cluster issue. */
+		break;
+	default:
+		st = (struct kv_status){ KV_GRPC_INVALID_ARGUMENT,
+					 "etcdserver: request is not set" };
+		rc = KV_EINVAL;
+		break;
+	}
+	if (rc == KV_EAGAIN)
+		return rc;
+	if (rc == KV_EFULL) {
+		/* At the quota. A sticky LMDB map-full closed the txn. */
+		if (!mvcc_in_write(a->m))
+			return KV_EFAILSTOP;
+		/* Retry once where only this entry counts against the map,
+		 * so the outcome depends on the committed state alone. */
+		if (!a->fresh)
+			return KV_EAGAIN;
+		a->hit_full = true;
+		st = kv_statuses[KV_ST_NO_SPACE];
+	} else if (kv_translate_is_fatal(rc)) {
+		return rc;
+	}
+	res->err = rc;
+	res->status = rc == 0 ? kv_statuses[KV_ST_OK] : st;
+	res->response = rc == 0 ? resp : NULL;
+	res->revision = mvcc_revision(a->m);
+	return 0;
+refuse:
+	res->err = KV_EFULL;
+	res->status = kv_statuses[KV_ST_NO_SPACE];
+	res->revision = mvcc_revision(a->m);
+	return 0;
+}
+
+/* ---- entries ----------------------------------------------------------------- */
+
+/* Applies one entry (buf NULL: noop) in the open (or a new) write txn.
+ * quiet: a replay; no hooks. */
+static int apply_entry(struct kv_apply *a, uint64_t index, uint64_t term,
+		       const void *buf, size_t len, bool quiet)
+{
+	Kvdpb__RequestBatch *b = NULL;
+	struct kv_header_ids ids = ids_of(a, term);
+	int rc;
+
+	a->n_res = 0;
+	a->hit_full = false;
+	if (buf != NULL) {
+		b = kvdpb__request_batch__unpack(NULL, len, buf);
+		if (b == NULL && !quiet)
+			/* Same bytes on every member: all skip it alike. */
+			KV_ERROR(MOD, "undecodable entry applied as a noop",
+				 "index=%" PRIu64 " len=%zu", index, len);
+	}
+	rc = ensure_write(a);
+	if (rc != 0)
+		goto out;
+	for (size_t i = 0; b != NULL && i < b->n_requests; i++) {
+		const Kvdpb__InternalRequest *r = b->requests[i];
+		struct kv_result tmp;
+		struct kv_result *res = &tmp;
+		if (r->member_id == a->self && !quiet) {
+			res = res_push(a);
+			if (res == NULL) {
+				rc = KV_ENOMEM;
+				goto out;
+			}
+		}
+		memset(res, 0, sizeof(*res));
+		rc = apply_one(a, r, &ids, res);
+		if (rc != 0)
+			goto out;
+	}
+	rc = mvcc_set_applied(a->m, index, term);
+	if (rc != 0)
+		goto out;
+	a->fresh = false;
+	if (quiet)
+		goto out;
+	for (size_t i = 0; i < a->n_res; i++)
+		if (a->hooks.on_result != NULL)
+			a->hooks.on_result(a->hooks.data, a->res[i].request_id,
+					   &a->res[i]);
+	if (a->hit_full && a->hooks.on_nospace != NULL)
+		a->hooks.on_nospace(a->hooks.data);
+	if (a->hooks.on_applied != NULL)
+		a->hooks.on_applied(a->hooks.data, index, mvcc_revision(a->m));
+out:
+	a->n_res = 0;
+	mvcc_arena_reset(&a->arena);
+	if (b != NULL)
+		kvdpb__request_batch__free_unpacked(b, NULL);
+	return rc;
+}
+
+static int commit(struct kv_apply *a, bool sync)
+{
+	uint64_t index, term;
+	int rc;
+
+	if (a->failed != 0)
+		return a->failed;
+	mvcc_get_applied(a->m, &index, &term);
+	if (!mvcc_in_write(a->m)) {
+		if (!sync || a->durable >= index)
+			return 0;
+		/* Earlier commits were not synced: sync them now. */
+		rc = mvcc_begin_write(a->m);
+		if (rc != 0)
+			return rc;
+	}
+	rc = mvcc_commit(a->m, sync);
+	if (rc != 0) {
+		KV_ERROR(MOD, "commit failed", "err=%s", kv_errname(rc));
+		a->failed = rc;
+		return rc;
+	}
+	pend_clear(a);
+	rc = alarms_copy(&a->c_alarms, &a->alarms);
+	if (sync)
+		a->durable = index;
+	return rc;
+}
+
+/* Mid-entry map growth: throw the txn away, replay the entries since the
+ * last commit, commit them (an entry boundary) and begin a fresh txn. */
+static int regrow(struct kv_apply *a)
+{
+	int rc;
+
+	KV_INFO(MOD, "write txn restarted for map growth or quota",
+		"replayed_entries=%zu", a->n_pend);
+	mvcc_abort(a->m);
+	rc = alarms_copy(&a->alarms, &a->c_alarms);
+	if (rc == 0)
+		rc = mvcc_begin_write(a->m);
+	a->fresh = true;
+	for (size_t i = 0; rc == 0 && i < a->n_pend; i++) {
+		const struct pend *p = &a->pend[i];
+		rc = apply_entry(a, p->index, p->term, p->buf, p->len, true);
+		if (rc == KV_EAGAIN) {
+			/* They fitted before in a map no bigger. */
+			KV_ERROR(MOD, "replay after map growth failed",
+				 "index=%" PRIu64, p->index);
+			rc = KV_EINTERNAL;
+		}
+	}
+	if (rc == 0)
+		rc = commit(a, false);
+	if (rc == 0)
+		rc = mvcc_begin_write(a->m);
+	a->fresh = true;
+	return rc;
+}
+
+static int apply_retry(struct kv_apply *a, uint64_t index, uint64_t term,
+		       const void *buf, size_t len)
+{
+	uint64_t applied, aterm;
+	int rc;
+
+	if (a->failed != 0)
+		return a->failed;
+	mvcc_get_applied(a->m, &applied, &aterm);
+	if (index <= applied)
+		return 0; /* already in the store */
+	if (!mvcc_in_write(a->m))
+		a->fresh = true;
+	for (int attempt = 0;; attempt++) {
+		rc = apply_entry(a, index, term, buf, len, false);
+		if (rc != KV_EAGAIN)
+			break;
+		if (attempt == MAX_GROW_ATTEMPTS) {
+			KV_ERROR(MOD, "entry does not fit and the map cannot "
+				 "grow (read handles open?)",
+				 "index=%" PRIu64 " len=%zu", index, len);
+			rc = KV_EBUSY;
+			break;
+		}
+		rc = regrow(a);
+		if (rc != 0)
+			break;
+	}
+	if (rc == 0)
+		rc = pend_push(a, index, term, buf, len);
+	if (rc != 0) {
+		KV_ERROR(MOD, "apply failed; stopping", "index=%" PRIu64
+			 " err=%s", index, kv_errname(rc));
+		a->failed = rc;
+	}
+	return rc;
+}
+
+/* ---- struct kvraft_sm ------------------------------------------------------- */
+
+static int sm_apply(void *data, uint64_t index, uint64_t term,
+		    const void *buf, size_t len)
+{
+	static const uint8_t empty;
+
+	return apply_retry(data, index, term, buf != NULL ? buf : &empty, len);
+}
+
+static int sm_apply_noop(void *data, uint64_t index, uint64_t term)
+{
+	return apply_retry(data, index, term, NULL, 0);
+}
+
+static void sm_applied(void *data, uint64_t *index, uint64_t *term)
+{
+	struct kv_apply *a = data;
+
+	mvcc_get_applied(a->m, index, term);
+}
+
+static uint64_t sm_durable_index(void *data)
+{
+	struct kv_apply *a = data;
+
+	return a->durable;
+}
+
+static int sm_prepare_snapshot(void *data, uint64_t *index, uint64_t *term)
+{
+	struct kv_apply *a = data;
+	int rc = commit(a, true);
+
+	mvcc_get_applied(a->m, index, term);
+	return rc;
+}
+
+static int sm_write_snapshot(void *data, const char *path, uint64_t *index,
+			     uint64_t *term, uint64_t *size, uint32_t *crc)
+{
+	struct kv_apply *a = data;
+	struct mvcc_checkpoint_info info;
+	int rc = mvcc_checkpoint(a->m, path, &info);
+
+	if (rc != 0)
+		return rc;
+	*index = info.applied_index;
+	*term = info.applied_term;
+	*size = info.size;
+	*crc = info.crc32c;
+	return 0;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag,
+		  struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static void rmrf(const char *path)
+{
+	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The leader's checksum, when the file came without its "<path>.crc". */
+static int write_sum(const char *path, uint32_t crc)
+{
+	char name[4200];
+	struct stat sb;
+	FILE *f;
+
+	if (snprintf(name, sizeof(name), "%s.crc", path) >= (int)sizeof(name))
+		return KV_EINVAL;
+	if (access(name, F_OK) == 0 || crc == 0)
+		return 0;
+	if (stat(path, &sb) != 0)
+		return KV_ECORRUPT;
+	f = fopen(name, "we");
+	if (f == NULL)
+		return KV_EIO;
+	fprintf(f, "crc32c=%08" PRIx32 " size=%llu\n", crc,
+		(unsigned long long)sb.st_size);
+	return fclose(f) == 0 ? 0 : KV_EIO;
+}
+
+static int sm_restore(void *data, const char *path, uint64_t index,
+		      uint64_t term, uint32_t crc)
+{
+	struct kv_apply *a = data;
+	struct mvcc_checkpoint_info info;
+	char *stage = NULL;
+	uint64_t ri, rt;
+	int rc;
+
+	/* Make what is applied durable: if the swap fails we go on from it. */
+	rc = commit(a, true);
+	if (rc != 0)
+		return rc;
+	rc = write_sum(path, crc);
+	if (rc != 0)
+		goto out;
+	/* Verify fully (checksum, it opens, its index/term) in a staging
+	 * dir before touching the live store. */
+	stage = malloc(strlen(a->dir) + 16);
+	if (stage == NULL) {
+		rc = KV_ENOMEM;
+		goto out;
+	}
+	sprintf(stage, "%s.restore", a->dir);
+	rmrf(stage);
+	rc = mvcc_restore(path, stage, &info);
+	rmrf(stage);
+	if (rc != 0)
+		goto out;
+	if (info.applied_index != index || info.applied_term != term ||
+	    (crc != 0 && info.crc32c != crc)) {
+		KV_ERROR(MOD, "snapshot does not match its metadata",
+			 "index=%" PRIu64 "/%" PRIu64 " term=%" PRIu64
+			 "/%" PRIu64 " crc=%08" PRIx32 "/%08" PRIx32,
+			 info.applied_index, index, info.applied_term, term,
+			 info.crc32c, crc);
+		rc = KV_ECORRUPT;
+		goto out;
+	}
+	mvcc_close(a->m);
+	a->m = NULL;
+	rc = mvcc_restore(path, a->dir, &info);
+	int orc = mvcc_open(a->dir, &a->mopts, &a->m);
+	if (orc != 0) {
+		KV_ERROR(MOD, "cannot reopen the store after restore",
+			 "dir=%s err=%s", a->dir, kv_errname(orc));
+		a->m = NULL;
+		rc = orc;
+		goto out;
+	}
+	if (rc != 0)
+		goto out; /* the old store, reopened */
+	mvcc_get_applied(a->m, &ri, &rt);
+	if (ri != index || rt != term) {
+		rc = KV_ECORRUPT;
+		goto out;
+	}
+	pend_clear(a);
+	a->alarms.n = 0;
+	a->c_alarms.n = 0;
+	a->durable = index;
+	if (a->hooks.on_restored != NULL)
+		a->hooks.on_restored(a->hooks.data, a->m);
+out:
+	free(stage);
+	return rc;
+}
+
+/* ---- public ------------------------------------------------------------------ */
+
+int kv_apply_new(const struct kv_apply_options *opts,
+		 const struct kv_apply_hooks *hooks, struct kv_apply **out)
+{
+	struct kv_apply *a;
+	uint64_t term;
+	int rc;
+
+	*out = NULL;
+	if (opts == NULL || opts->dir == NULL)
+		return KV_EINVAL;
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return KV_ENOMEM;
+	a->dir = strdup(opts->dir);
+	if (a->dir == NULL) {
+		rc = KV_ENOMEM;
+		goto err_free;
+	}
+	if (opts->mvcc != NULL)
+		a->mopts = *opts->mvcc;
+	a->mopts.check_leases = true;
+	a->mopts.max_txn_ops = 1u << 30;
+	if (hooks != NULL)
+		a->hooks = *hooks;
+	a->self = opts->self_member_id;
+	a->cluster_id = opts->cluster_id;
+	a->compact_batch = opts->compact_batch ? opts->compact_batch
+					       : DEFAULT_COMPACT_BATCH;
+	rc = mvcc_open(a->dir, &a->mopts, &a->m);
+	if (rc != 0)
+		goto err_free;
+	/* What the file holds survived our restart; replays skip it. */
+	mvcc_get_applied(a->m, &a->durable, &term);
+	a->sm.data = a;
+	a->sm.apply = sm_apply;
+	a->sm.apply_noop = sm_apply_noop;
+	a->sm.applied = sm_applied;
+	a->sm.durable_index = sm_durable_index;
+	a->sm.prepare_snapshot = sm_prepare_snapshot;
+	a->sm.write_snapshot = sm_write_snapshot;
+	a->sm.restore = sm_restore;
+	*out = a;
+	return 0;
+err_free:
+	free(a->dir);
+	free(a);
+	return rc;
+}
+
+void kv_apply_close(struct kv_apply *a)
+{
+	if (a == NULL)
+		return;
+	mvcc_close(a->m);
+	pend_clear(a);
+	free(a->pend);
+	free(a->res);
+	free(a->alarms.v);
+	free(a->c_alarms.v);
+	mvcc_arena_free(&a->arena);
+	free(a->dir);
+	free(a);
+}
+
+struct kvraft_sm *kv_apply_sm(struct kv_apply *a)
+{
+	return &a->sm;
+}
+
+struct mvcc *kv_apply_mvcc(struct kv_apply *a)
+{
+	return a->m;
+}
+
+int kv_apply_commit(struct kv_apply *a, bool sync)
+{
+	return commit(a, sync);
+}
+
+size_t kv_apply_pending_bytes(const struct kv_apply *a)
+{
+	return a->pend_bytes;
+}
+
+int kv_apply_compact_step(struct kv_apply *a, bool *done)
+{
+	int rc;
+
+	*done = false;
+	if (a->failed != 0)
+		return a->failed;
+	if (mvcc_compact_revision(a->m) <= 0) {
+		*done = true;
+		return 0;
+	}
+	rc = ensure_write(a);
+	if (rc != 0)
+		return rc;
+	rc = mvcc_compact_step(a->m, a->compact_batch, done);
+	if ((rc == KV_EAGAIN || rc == KV_EFULL) && mvcc_in_write(a->m)) {
+		/* Progress is saved: commit (an entry boundary) and go on in
+		 * a new txn next time; the map grows at its begin. */
+		*done = false;
+		rc = commit(a, false);
+	}
+	if (rc != 0)
+		a->failed = rc;
+	return rc;
+}
+
+bool kv_apply_nospace(const struct kv_apply *a)
+{
+	return nospace(a);
+}
