@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1714,7 +1715,7 @@ static void test_read_handle_is_a_snapshot(void **state)
  * writing: every commit rewrites k0..k9 with one value in one txn. */
 struct reader_arg {
 	struct mvcc *m;
-	volatile int *stop;
+	atomic_int *stop;
 	long checks;
 	int bad;
 };
@@ -1755,7 +1756,7 @@ static void *reader_thread(void *p)
 static void test_concurrent_readers_see_whole_commits(void **state)
 {
 	struct fx *f = *state;
-	volatile int stop = 0;
+	atomic_int stop = 0;
 	struct reader_arg ra[2] = { { f->m, &stop, 0, 0 },
 				    { f->m, &stop, 0, 0 } };
 	pthread_t th[2];
