@@ -396,7 +396,7 @@ int peer_transport_send(struct peer_transport *t, uint64_t to, uint8_t type,
 size_t peer_transport_pending(struct peer_transport *t, uint64_t to)
 {
 	struct peer *p = find_peer(t, to);
-	if (p == NULL)
+	if (p == NULL || p->removed)
 		return 0;
 	return p->queued + (p->out != NULL ? net_conn_pending(p->out->c) : 0);
 }

@@ -886,6 +886,63 @@ static void test_close_from_callback(void **state)
 		node_free(&ns[i]);
 }
 
+/* Membership changes: a removed member can neither be sent to nor
+ * connect; a member that moved to another port is redialled there; a
+ * member added back works again. */
+static void test_set_members(void **state)
+{
+	struct node ns[3];
+	struct peer_member m[3];
+
+	(void)state;
+	init_nodes(ns, 3, true);
+	for (int i = 0; i < 3; i++)
+		node_start(&ns[i], NULL, 0);
+	connect_all(ns, 3);
+	assert_int_equal(send_seq(&ns[0], 2, 1, 10), 0);
+	assert_int_equal(send_seq(&ns[0], 3, 1, 10), 0);
+	assert_int_equal(send_seq(&ns[2], 1, 1, 10), 0);
+	assert_true(wait_rx(&ns[1], 1));
+	assert_true(wait_rx(&ns[2], 1));
+	assert_true(wait_rx(&ns[0], 1));
+
+	/* Remove member 3 from node 1's view. */
+	m[0] = member(1, true, "127.0.0.1", ns[0].port);
+	m[1] = member(2, true, "127.0.0.1", ns[1].port);
+	assert_int_equal(peer_transport_set_members(ns[0].t, m, 2), 0);
+	assert_int_equal(send_seq(&ns[0], 3, 2, 10), KV_ENOTFOUND);
+	assert_int_equal(peer_transport_pending(ns[0].t, 3), 0);
+	/* Node 1 closed node 3's connection; once node 3 has noticed, its
+	 * next message makes it dial again, and node 1 refuses it. */
+	run_for(100);
+	assert_int_equal(send_seq(&ns[2], 1, 2, 10), 0);
+	assert_true(wait_for(has_refused, &ns[0], WAIT_MS));
+	assert_int_equal(ns[0].nrx, 1);
+
+	/* Member 2 restarts on another port. */
+	node_stop(&ns[1]);
+	node_start(&ns[1], NULL, 0);
+	connect_all(ns + 1, 1); /* node 2 knows only itself for now */
+	m[1] = member(2, true, "127.0.0.1", ns[1].port);
+	m[2] = member(3, true, "127.0.0.1", ns[2].port);
+	assert_int_equal(peer_transport_set_members(ns[0].t, m, 3), 0);
+	assert_int_equal(peer_transport_set_members(ns[1].t, m, 3), 0);
+	assert_int_equal(send_seq(&ns[0], 2, 2, 10), 0);
+	assert_int_equal(send_seq(&ns[0], 3, 3, 10), 0);
+	assert_int_equal(send_seq(&ns[2], 1, 3, 10), 0);
+	assert_true(wait_rx(&ns[1], 2));
+	assert_int_equal(ns[1].rx[1].seq, 2);
+	assert_true(wait_rx(&ns[2], 2));
+	assert_int_equal(ns[2].rx[1].seq, 3);
+	/* Member 3's message 2 went to a queue that was kept (node 3 still
+	 * had node 1 as a member) and may arrive before 3. */
+	assert_true(wait_rx(&ns[0], 2));
+	assert_int_equal(ns[0].rx[ns[0].nrx - 1].seq, 3);
+	assert_int_equal(ns[0].out_of_order, 0);
+	for (int i = 0; i < 3; i++)
+		node_free(&ns[i]);
+}
+
 /* Bad configurations are refused up front. */
 static void test_bad_config(void **state)
 {
@@ -942,6 +999,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_close_from_callback,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_members, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_config, setup,
 						teardown),
 	};
