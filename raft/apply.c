@@ -43,6 +43,8 @@
 /* The lease record kept in the store until the lessor issue defines its
  * own: granted TTL and remaining TTL (checkpoints), int64 little-endian. */
 #define LEASE_REC_LEN 16
+/* One alarm in the alarm record: member id, type (u64 LE each). */
+#define ALARM_REC_LEN 16
 
 struct pend {
 	uint64_t index, term;
@@ -76,9 +78,9 @@ struct kv_apply {
 	struct mvcc_arena arena;
 	struct kv_result *res;
 	size_t n_res, cap_res;
-	/* Replicated alarms, now and as of the last commit (restored when
-	 * the transaction is aborted for a replay). */
-	struct alarms alarms, c_alarms;
+	/* Replicated alarms: a cache of the record stored in the write txn
+	 * (reloaded after an abort, a restore, an open). */
+	struct alarms alarms;
 	/* The write txn was begun at the start of the current entry. */
 	bool fresh;
 	/* A write in this entry failed locally with KV_EFULL. */
@@ -97,6 +99,15 @@ static void put_le64(uint8_t *p, uint64_t v)
 	}
 }
 
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
 static bool nospace(const struct kv_apply *a)
 {
 	for (size_t i = 0; i < a->alarms.n; i++)
@@ -105,19 +116,65 @@ static bool nospace(const struct kv_apply *a)
 	return false;
 }
 
-static int alarms_copy(struct alarms *dst, const struct alarms *src)
+/* Loads the alarm record (owner's view) into the cache. */
+static int alarms_load(struct kv_apply *a)
 {
-	if (dst->cap < src->n) {
-		struct alarm *v = realloc(dst->v, src->n * sizeof(*v));
-		if (v == NULL)
-			return KV_ENOMEM;
-		dst->v = v;
-		dst->cap = src->n;
+	struct mvcc_arena ar = MVCC_ARENA_INIT;
+	const void *rec;
+	size_t len;
+	int rc;
+
+	a->alarms.n = 0;
+	rc = mvcc_lease_get(a->m, KV_APPLY_ALARM_RECORD, &ar, &rec, &len);
+	if (rc == KV_ENOTFOUND) {
+		rc = 0;
+		goto out;
 	}
-	if (src->n > 0)
-		memcpy(dst->v, src->v, src->n * sizeof(*dst->v));
-	dst->n = src->n;
-	return 0;
+	if (rc != 0)
+		goto out;
+	size_t n = len / ALARM_REC_LEN;
+	if (n > a->alarms.cap) {
+		struct alarm *v = realloc(a->alarms.v, n * sizeof(*v));
+		if (v == NULL) {
+			rc = KV_ENOMEM;
+			goto out;
+		}
+		a->alarms.v = v;
+		a->alarms.cap = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *p = (const uint8_t *)rec + i * ALARM_REC_LEN;
+		a->alarms.v[i].member = get_le64(p);
+		a->alarms.v[i].type = (int)get_le64(p + 8);
+	}
+	a->alarms.n = n;
+out:
+	mvcc_arena_free(&ar);
+	return rc;
+}
+
+/* Writes the cache into the write txn (deleted when empty). */
+static int alarms_save(struct kv_apply *a)
+{
+	uint8_t *buf;
+	int rc;
+
+	if (a->alarms.n == 0) {
+		rc = mvcc_lease_del(a->m, KV_APPLY_ALARM_RECORD);
+		return rc == KV_ENOTFOUND ? 0 : rc;
+	}
+	buf = malloc(a->alarms.n * ALARM_REC_LEN);
+	if (buf == NULL)
+		return KV_ENOMEM;
+	for (size_t i = 0; i < a->alarms.n; i++) {
+		put_le64(buf + i * ALARM_REC_LEN, a->alarms.v[i].member);
+		put_le64(buf + i * ALARM_REC_LEN + 8,
+			 (uint64_t)a->alarms.v[i].type);
+	}
+	rc = mvcc_lease_put(a->m, KV_APPLY_ALARM_RECORD, buf,
+			    a->alarms.n * ALARM_REC_LEN);
+	free(buf);
+	return rc;
 }
 
 static struct kv_header_ids ids_of(const struct kv_apply *a, uint64_t term)
@@ -240,6 +297,8 @@ static int revoke_lease(struct kv_apply *a, int64_t id)
 	size_t start_len = 1;
 	int rc;
 
+	if (id == KV_APPLY_ALARM_RECORD)
+		return KV_ENOTFOUND;
 	if (!lease_exists(a, id, &rc))
 		return rc != 0 ? rc : KV_ENOTFOUND;
 	for (;;) {
@@ -361,6 +420,9 @@ static int apply_alarm(struct kv_apply *a, const Etcdserverpb__AlarmRequest *r,
 				a->alarms.cap = cap;
 			}
 			a->alarms.v[a->alarms.n++] = want;
+			int rc = alarms_save(a);
+			if (rc != 0)
+				return rc;
 			KV_WARN(MOD, "alarm activated",
 				"member=%" PRIx64 " alarm=%d", want.member,
 				want.type);
@@ -374,6 +436,9 @@ static int apply_alarm(struct kv_apply *a, const Etcdserverpb__AlarmRequest *r,
 		if (found == SIZE_MAX)
 			break;
 		a->alarms.v[found] = a->alarms.v[--a->alarms.n];
+		int rc = alarms_save(a);
+		if (rc != 0)
+			return rc;
 		resp->alarms[0] = alarm_msg(a, &want);
 		if (resp->alarms[0] == NULL)
 			return KV_ENOMEM;
@@ -398,6 +463,10 @@ static int apply_lease_grant(struct kv_apply *a,
 	uint8_t rec[LEASE_REC_LEN];
 	int rc;
 
+	if (r->id == KV_APPLY_ALARM_RECORD) {
+		*st = kv_statuses[KV_ST_LEASE_EXIST];
+		return KV_EEXIST;
+	}
 	if (r->id == 0) {
 		/* The proposer picks the ID; never 0 in an entry. */
 		*st = (struct kv_status){ KV_GRPC_INVALID_ARGUMENT,
@@ -476,6 +545,11 @@ static int apply_one(struct kv_apply *a, const Kvdpb__InternalRequest *r,
 		Etcdserverpb__PutResponse *p = NULL;
 		if (capped)
 			goto refuse;
+		if (r->put->lease == KV_APPLY_ALARM_RECORD) {
+			st = kv_statuses[KV_ST_LEASE_NOT_FOUND];
+			rc = KV_ENOTFOUND;
+			break;
+		}
 		rc = kv_translate_put(a->m, r->put, ids, &a->arena, &p, &st);
 		resp = (const ProtobufCMessage *)p;
 		break;
@@ -685,10 +759,9 @@ static int commit(struct kv_apply *a, bool sync)
 		return rc;
 	}
 	pend_clear(a);
-	rc = alarms_copy(&a->c_alarms, &a->alarms);
 	if (sync)
 		a->durable = index;
-	return rc;
+	return 0;
 }
 
 /* Mid-entry map growth: throw the txn away, replay the entries since the
@@ -700,7 +773,7 @@ static int regrow(struct kv_apply *a)
 	KV_INFO(MOD, "write txn restarted for map growth or quota",
 		"replayed_entries=%zu", a->n_pend);
 	mvcc_abort(a->m);
-	rc = alarms_copy(&a->alarms, &a->c_alarms);
+	rc = alarms_load(a);
 	if (rc == 0)
 		rc = mvcc_begin_write(a->m);
 	a->fresh = true;
@@ -907,8 +980,9 @@ static int sm_restore(void *data, const char *path, uint64_t index,
 		goto out;
 	}
 	pend_clear(a);
-	a->alarms.n = 0;
-	a->c_alarms.n = 0;
+	rc = alarms_load(a);
+	if (rc != 0)
+		goto out;
 	a->durable = index;
 	if (a->hooks.on_restored != NULL)
 		a->hooks.on_restored(a->hooks.data, a->m);
@@ -950,7 +1024,15 @@ int kv_apply_new(const struct kv_apply_options *opts,
 	rc = mvcc_open(a->dir, &a->mopts, &a->m);
 	if (rc != 0)
 		goto err_free;
-	/* What the file holds survived our restart; replays skip it. */
+	/* What the file holds (maybe committed without sync before a
+	 * crash) is synced now, so durable_index() is the applied index. */
+	rc = mvcc_begin_write(a->m);
+	if (rc == 0)
+		rc = mvcc_commit(a->m, true);
+	if (rc == 0)
+		rc = alarms_load(a);
+	if (rc != 0)
+		goto err_close;
 	mvcc_get_applied(a->m, &a->durable, &term);
 	a->sm.data = a;
 	a->sm.apply = sm_apply;
@@ -962,6 +1044,9 @@ int kv_apply_new(const struct kv_apply_options *opts,
 	a->sm.restore = sm_restore;
 	*out = a;
 	return 0;
+err_close:
+	mvcc_close(a->m);
+	free(a->alarms.v);
 err_free:
 	free(a->dir);
 	free(a);
@@ -977,7 +1062,6 @@ void kv_apply_close(struct kv_apply *a)
 	free(a->pend);
 	free(a->res);
 	free(a->alarms.v);
-	free(a->c_alarms.v);
 	mvcc_arena_free(&a->arena);
 	free(a->dir);
 	free(a);

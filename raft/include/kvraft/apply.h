@@ -244,6 +244,12 @@ int kv_validate_lease_grant(const Etcdserverpb__LeaseGrantRequest *r,
 
 struct kv_apply;
 
+/* The replicated alarm list (etcd's alarm bucket) is stored in the mvcc
+ * lease table under this reserved id until mvcc has a meta record for it;
+ * the lessor must skip it in mvcc_lease_list(). Clients cannot grant,
+ * revoke or attach it. */
+#define KV_APPLY_ALARM_RECORD INT64_MIN
+
 /* The outcome of one applied request, handed to the proposing member.
  * Everything it points to is valid only during the on_result call: pack
  * or copy what you need. */

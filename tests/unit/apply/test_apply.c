@@ -1049,15 +1049,20 @@ static void test_leases(void **state)
 			    "etcdserver: requested lease not found");
 	assert_string_equal(f->rec.v[1].msg,
 			    "etcdserver: requested lease not found");
-	/* Many keys on one lease are deleted in one revision. */
+	/* More keys on one lease than --max-txn-ops (128) are deleted in
+	 * one revision. */
 	batch_init(&b);
 	add_grant(&b, SELF, 10, 9, 30);
-	for (int i = 0; i < 60; i++) {
-		char k[16];
-		snprintf(k, sizeof(k), "m%03d", i);
-		add_put(&b, OTHER, 11 + (uint64_t)i, k, "v", 9);
-	}
 	assert_int_equal(apply_batch(f, 4, 1, &b), 0);
+	for (int e = 0; e < 3; e++) {
+		batch_init(&b);
+		for (int i = 0; i < 50; i++) {
+			char k[16];
+			snprintf(k, sizeof(k), "m%03d", e * 50 + i);
+			add_put(&b, OTHER, 11 + (uint64_t)i, k, "v", 9);
+		}
+		assert_int_equal(apply_batch(f, 5 + (uint64_t)e, 1, &b), 0);
+	}
 	int64_t before = mvcc_revision(kv_apply_mvcc(f->a));
 	batch_init(&b);
 	Kvdpb__InternalRequest *r2 = batch_add(&b, OTHER, 99);
@@ -1067,8 +1072,14 @@ static void test_leases(void **state)
 	le.n_ids = 2;
 	r2->request_case = KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_EXPIRE;
 	r2->lease_expire = &le;
-	assert_int_equal(apply_batch(f, 5, 1, &b), 0);
+	assert_int_equal(apply_batch(f, 8, 1, &b), 0);
 	assert_int_equal(mvcc_revision(kv_apply_mvcc(f->a)), before + 1);
+	struct mvcc_arena a2 = MVCC_ARENA_INIT;
+	assert_int_equal(kv_translate_range(kv_apply_mvcc(f->a), NULL, &r,
+					    &IDS, &a2, &rg, &st),
+			 0);
+	assert_int_equal(rg->count, 1); /* only "n" is left */
+	mvcc_arena_free(&a2);
 	fx_free(f);
 }
 
@@ -1406,6 +1417,93 @@ static void test_snapshot_corrupt_refused(void **state)
 	fx_free(y);
 }
 
+static void add_txn_put(struct batch *b, uint64_t member, uint64_t id,
+			Etcdserverpb__TxnRequest *t)
+{
+	Kvdpb__InternalRequest *r = batch_add(b, member, id);
+
+	r->request_case = KVDPB__INTERNAL_REQUEST__REQUEST_TXN;
+	r->txn = t;
+}
+
+static void test_alarm_persists_and_txn_errors(void **state)
+{
+	(void)state;
+	struct fx *f = fx_new();
+	struct batch b;
+
+	/* Txn-level errors come from the apply too. */
+	Etcdserverpb__PutRequest p = ETCDSERVERPB__PUT_REQUEST__INIT;
+	p.key = bytes("k");
+	p.value = bytes("v");
+	p.lease = 999;
+	Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	op.request_put = &p;
+	Etcdserverpb__RequestOp *ops[1] = { &op };
+	Etcdserverpb__TxnRequest t = ETCDSERVERPB__TXN_REQUEST__INIT;
+	t.success = ops;
+	t.n_success = 1;
+	Etcdserverpb__PutRequest p2 = ETCDSERVERPB__PUT_REQUEST__INIT;
+	p2.key = bytes("missing");
+	p2.ignore_value = 1;
+	Etcdserverpb__RequestOp op2 = ETCDSERVERPB__REQUEST_OP__INIT;
+	op2.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+	op2.request_put = &p2;
+	Etcdserverpb__RequestOp *ops2[1] = { &op2 };
+	Etcdserverpb__TxnRequest t2 = ETCDSERVERPB__TXN_REQUEST__INIT;
+	t2.success = ops2;
+	t2.n_success = 1;
+	/* A nested put, refused under NOSPACE. */
+	Etcdserverpb__RequestOp nest = ETCDSERVERPB__REQUEST_OP__INIT;
+	nest.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN;
+	nest.request_txn = &t2;
+	Etcdserverpb__RequestOp *ops3[1] = { &nest };
+	Etcdserverpb__TxnRequest t3 = ETCDSERVERPB__TXN_REQUEST__INIT;
+	t3.success = ops3;
+	t3.n_success = 1;
+	batch_init(&b);
+	add_txn_put(&b, SELF, 1, &t);
+	add_txn_put(&b, SELF, 2, &t2);
+	add_put(&b, SELF, 3, "k", "v", KV_APPLY_ALARM_RECORD);
+	add_grant(&b, SELF, 4, KV_APPLY_ALARM_RECORD, 5);
+	add_revoke(&b, SELF, 5, KV_APPLY_ALARM_RECORD);
+	add_alarm(&b, SELF, 6, ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE,
+		  OTHER, ETCDSERVERPB__ALARM_TYPE__NOSPACE);
+	add_txn_put(&b, SELF, 7, &t3);
+	Kvdpb__InternalRequest *ci = batch_add(&b, SELF, 8);
+	Kvdpb__ClusterInit cinit = KVDPB__CLUSTER_INIT__INIT;
+	ci->request_case = KVDPB__INTERNAL_REQUEST__REQUEST_CLUSTER_INIT;
+	ci->cluster_init = &cinit;
+	assert_int_equal(apply_batch(f, 1, 1, &b), 0);
+	assert_int_equal(f->rec.n, 8);
+	assert_string_equal(f->rec.v[0].msg,
+			    "etcdserver: requested lease not found");
+	assert_int_equal(f->rec.v[0].code, 5);
+	assert_string_equal(f->rec.v[1].msg, "etcdserver: key not found");
+	assert_int_equal(f->rec.v[1].code, 3);
+	assert_int_equal(f->rec.v[2].code, 5);
+	assert_int_equal(f->rec.v[3].code, 9);
+	assert_int_equal(f->rec.v[4].code, 5);
+	assert_int_equal(f->rec.v[5].err, 0);
+	assert_string_equal(f->rec.v[6].msg,
+			    "etcdserver: mvcc: database space exceeded");
+	assert_int_equal(f->rec.v[7].err, 0);
+	assert_null(f->rec.v[7].packed);
+	/* The alarm is in the store: it survives a restart. */
+	assert_int_equal(kv_apply_commit(f->a, true), 0);
+	kv_apply_close(f->a);
+	f->rec.last_index = 0;
+	fx_open(f);
+	assert_true(kv_apply_nospace(f->a));
+	rec_clear(&f->rec);
+	batch_init(&b);
+	add_put(&b, SELF, 9, "x", "y", 0);
+	assert_int_equal(apply_batch(f, 2, 1, &b), 0);
+	assert_int_equal(f->rec.v[0].code, 8);
+	fx_free(f);
+}
+
 /* ---- fail-stop, compaction ------------------------------------------------------ */
 
 static void test_fatal_storage_failure(void **state)
@@ -1476,6 +1574,7 @@ int main(void)
 		cmocka_unit_test(test_quota_nospace),
 		cmocka_unit_test(test_snapshot_roundtrip),
 		cmocka_unit_test(test_snapshot_corrupt_refused),
+		cmocka_unit_test(test_alarm_persists_and_txn_errors),
 		cmocka_unit_test(test_fatal_storage_failure),
 		cmocka_unit_test(test_compaction_steps),
 	};
