@@ -81,6 +81,7 @@ struct wal {
 	char errmsg[512];
 
 	pthread_rwlock_t lock;
+	uint64_t epoch; /* bumped when bytes at existing offsets may change */
 	struct seg **segs;
 	size_t nsegs, segcap;
 	uint64_t first_index, last_index;
@@ -494,6 +495,7 @@ static int do_truncate(struct wal *w, uint64_t index)
 	int rv = 0;
 
 	pthread_rwlock_wrlock(&w->lock);
+	w->epoch++;
 	if (index < w->first_index || index > w->last_index + 1) {
 		rv = KV_ERANGE;
 		goto out;
@@ -554,6 +556,7 @@ static int do_drop(struct wal *w, uint64_t index)
 	int rv = 0;
 
 	pthread_rwlock_wrlock(&w->lock);
+	w->epoch++;
 	while (w->nsegs > 1 && w->segs[1]->first <= index + 1) {
 		struct seg *s = w->segs[0];
 		w->vfs->close(w->vfs, s->f);
@@ -588,6 +591,7 @@ static int do_reset(struct wal *w, uint64_t snap_index, uint64_t snap_term)
 	if (rv != 0)
 		return rv;
 	pthread_rwlock_wrlock(&w->lock);
+	w->epoch++;
 	w->meta = m;
 	for (size_t i = 0; i < w->nsegs; i++) {
 		struct seg *s = w->segs[i];
@@ -987,8 +991,15 @@ const char *wal_errmsg(struct wal *w)
 struct wal_iter {
 	struct wal *w;
 	uint64_t next;
+	/* Read-ahead window: bytes [woff, woff + wlen) of the segment whose
+	 * first index is wfirst, read at epoch wepoch, all below that
+	 * segment's durable end (so no write can change them until a
+	 * truncate/drop/reset bumps the epoch). */
 	unsigned char *buf;
 	size_t cap;
+	bool wvalid;
+	uint64_t wfirst, woff, wepoch;
+	size_t wlen;
 };
 
 /* Reads after a failure could return data that never reached the disk
@@ -1046,13 +1057,53 @@ static struct seg *seg_find(struct wal *w, uint64_t index)
 	return s;
 }
 
+/* Points *p at bytes [off, off + len) of s through the iterator's window
+ * (caller holds lock; off + len <= s->end). */
+static int iter_map(struct wal_iter *it, struct seg *s, uint64_t off,
+		    size_t len, const unsigned char **p)
+{
+	struct wal *w = it->w;
+	size_t want, nread;
+	int rv;
+
+	assert(off + len <= s->end);
+	if (it->wvalid && it->wepoch == w->epoch && it->wfirst == s->first &&
+	    off >= it->woff && off + len <= it->woff + it->wlen) {
+		*p = it->buf + (off - it->woff);
+		return 0;
+	}
+	it->wvalid = false;
+	want = len > READ_CHUNK ? len : READ_CHUNK;
+	if (want > s->end - off)
+		want = (size_t)(s->end - off);
+	if (want > it->cap) {
+		unsigned char *nb = realloc(it->buf, want);
+		if (nb == NULL)
+			return KV_ENOMEM;
+		it->buf = nb;
+		it->cap = want;
+	}
+	rv = w->vfs->pread(w->vfs, s->f, it->buf, want, off, &nread);
+	if (rv != 0)
+		return rv;
+	if (nread < len)
+		return KV_ECORRUPT; /* shorter than its durable end */
+	it->wvalid = true;
+	it->wfirst = s->first;
+	it->woff = off;
+	it->wlen = nread;
+	it->wepoch = w->epoch;
+	*p = it->buf;
+	return 0;
+}
+
 int wal_iter_next(struct wal_iter *it, struct wal_entry *ent)
 {
 	struct wal *w = it->w;
+	const unsigned char *p;
 	struct wal_rec_hdr h;
 	struct seg *s;
 	uint64_t off;
-	size_t nread, need;
 	int rv = check_failed(w);
 
 	if (rv != 0)
@@ -1068,45 +1119,24 @@ int wal_iter_next(struct wal_iter *it, struct wal_entry *ent)
 		goto out;
 	}
 	off = s->offs[it->next - s->first];
-	if (it->cap < WAL_REC_HDR_SIZE) {
-		unsigned char *nb = realloc(it->buf, READ_CHUNK);
-		if (nb == NULL) {
-			rv = KV_ENOMEM;
-			goto out;
-		}
-		it->buf = nb;
-		it->cap = READ_CHUNK;
-	}
-	rv = w->vfs->pread(w->vfs, s->f, it->buf, WAL_REC_HDR_SIZE, off, &nread);
-	if (rv == 0 && nread != WAL_REC_HDR_SIZE)
+	rv = iter_map(it, s, off, WAL_REC_HDR_SIZE, &p);
+	if (rv == 0)
+		rv = wal_rec_hdr_decode(p, &h);
+	if (rv == 0 && (h.index != it->next || h.len > WAL_MAX_PAYLOAD ||
+			off + wal_rec_size(h.len) > s->end))
 		rv = KV_ECORRUPT;
 	if (rv == 0)
-		rv = wal_rec_hdr_decode(it->buf, &h);
-	if (rv == 0 && (h.index != it->next || h.len > WAL_MAX_PAYLOAD))
-		rv = KV_ECORRUPT;
-	if (rv != 0)
-		goto err_read;
-	need = h.len;
-	if (need > it->cap) {
-		unsigned char *nb = realloc(it->buf, need);
-		if (nb == NULL) {
-			rv = KV_ENOMEM;
-			goto out;
-		}
-		it->buf = nb;
-		it->cap = need;
-	}
-	rv = w->vfs->pread(w->vfs, s->f, it->buf, need, off + WAL_REC_HDR_SIZE,
-			   &nread);
-	if (rv == 0 && (nread != need || kv_crc32c(0, it->buf, need) != h.dcrc))
+		rv = iter_map(it, s, off, WAL_REC_HDR_SIZE + h.len, &p);
+	if (rv == 0 &&
+	    kv_crc32c(0, p + WAL_REC_HDR_SIZE, h.len) != h.dcrc)
 		rv = KV_ECORRUPT;
 	if (rv != 0)
 		goto err_read;
 	ent->index = h.index;
 	ent->term = h.term;
 	ent->type = h.type;
-	ent->payload = need ? it->buf : NULL;
-	ent->len = need;
+	ent->payload = h.len ? p + WAL_REC_HDR_SIZE : NULL;
+	ent->len = h.len;
 	it->next++;
 	rv = 1;
 	goto out;

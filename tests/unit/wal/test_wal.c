@@ -478,8 +478,8 @@ static void test_group_commit(void **state)
 	pthread_mutex_destroy(&sh.mu);
 }
 
-/* An iterator sees appends made after it was opened and stops at a
- * truncation. */
+/* An iterator sees appends made after it was opened, stops at a
+ * truncation and then sees the rewritten entries. */
 static void test_iter_live(void **state)
 {
 	const char *dir = *state;
@@ -498,7 +498,14 @@ static void test_iter_live(void **state)
 	assert_int_equal(e.index, 6);
 	assert_int_equal(wal_truncate(w, 7), 0);
 	assert_int_equal(wal_iter_next(it, &e), 0);
+	/* Rewritten at the same offsets: the read-ahead must not serve the
+	 * old bytes. */
+	tu_append(w, 7, 9, 5);
+	assert_int_equal(wal_iter_next(it, &e), 1);
+	assert_int_equal(e.index, 7);
+	assert_int_equal(e.term, 5);
 	wal_iter_close(it);
+	tu_check(w, 1, 9);
 	assert_int_equal(wal_close(w), 0);
 }
 
