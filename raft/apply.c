@@ -852,7 +852,10 @@ static void sm_applied(void *data, uint64_t *index, uint64_t *term)
 {
 	struct kv_apply *a = data;
 
-	mvcc_get_applied(a->m, index, term);
+	*index = 0;
+	*term = 0;
+	if (a->m != NULL)
+		mvcc_get_applied(a->m, index, term);
 }
 
 static uint64_t sm_durable_index(void *data)
@@ -867,7 +870,7 @@ static int sm_prepare_snapshot(void *data, uint64_t *index, uint64_t *term)
 	struct kv_apply *a = data;
 	int rc = commit(a, true);
 
-	mvcc_get_applied(a->m, index, term);
+	sm_applied(a, index, term);
 	return rc;
 }
 
@@ -876,8 +879,11 @@ static int sm_write_snapshot(void *data, const char *path, uint64_t *index,
 {
 	struct kv_apply *a = data;
 	struct mvcc_checkpoint_info info;
-	int rc = mvcc_checkpoint(a->m, path, &info);
+	int rc;
 
+	if (a->m == NULL)
+		return a->failed;
+	rc = mvcc_checkpoint(a->m, path, &info);
 	if (rc != 0)
 		return rc;
 	*index = info.applied_index;
@@ -969,6 +975,7 @@ static int sm_restore(void *data, const char *path, uint64_t index,
 		KV_ERROR(MOD, "cannot reopen the store after restore",
 			 "dir=%s err=%s", a->dir, kv_errname(orc));
 		a->m = NULL;
+		a->failed = orc;
 		rc = orc;
 		goto out;
 	}
@@ -976,6 +983,7 @@ static int sm_restore(void *data, const char *path, uint64_t index,
 		goto out; /* the old store, reopened */
 	mvcc_get_applied(a->m, &ri, &rt);
 	if (ri != index || rt != term) {
+		a->failed = KV_ECORRUPT; /* verified a moment ago: the disk lies */
 		rc = KV_ECORRUPT;
 		goto out;
 	}

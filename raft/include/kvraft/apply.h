@@ -28,7 +28,59 @@
  *    current revision.
  *
  * 3. The state machine (kv_apply_*): struct kv_apply implements struct
- *    kvraft_sm (kvraft/statemachine.h) over one mvcc store that it owns.
+ *    kvraft_sm (kvraft/statemachine.h) over one mvcc store that it owns
+ *    (it opens it, and closes/reopens it on restore).
+ *
+ *    Entries are applied inside one long LMDB write transaction that
+ *    holds the applied index with the effects; the owner commits it with
+ *    kv_apply_commit(). A commit happens only between entries, so the
+ *    store always holds whole entries up to its applied index; entries at
+ *    or below it are skipped (WAL replay after a restart).
+ *
+ *    Durability (durable_index): the applied index of the last commit
+ *    that was synced (kv_apply_commit(a, true), prepare_snapshot, and the
+ *    sync that kv_apply_new does once at open). An unsynced commit
+ *    survives a process crash but not a power loss, so it does not count.
+ *
+ *    Map growth (KV_EAGAIN) in the middle of an entry: the write txn is
+ *    aborted, the entries applied since the last commit are replayed from
+ *    copies kept in memory (results not delivered again), committed, and
+ *    the entry is applied again from its start in a fresh txn. Results are
+ *    delivered only when the whole entry has been applied.
+ *
+ *    Quota (KV_EFULL): a write that does not fit under --quota-backend-bytes
+ *    is retried once in a fresh txn (so the outcome depends on the
+ *    committed state and the entry alone), then fails with NOSPACE
+ *    ("etcdserver: mvcc: database space exceeded", ResourceExhausted) and
+ *    hooks->on_nospace fires. The file layout of two members may differ
+ *    slightly, so this local failure is not strictly deterministic; the
+ *    owner must then propose AlarmRequest{ACTIVATE, self, NOSPACE}: once
+ *    that replicated alarm is applied, every member refuses Put, LeaseGrant
+ *    and Txns containing a Put (etcd's applierV3Capped) while Range,
+ *    DeleteRange, Compaction, LeaseRevoke and delete-only Txns still work,
+ *    as in etcd (checked on etcd 3.4.23 with a 1 MiB quota). Alarms are
+ *    stored with the state (see KV_APPLY_ALARM_RECORD), so they survive
+ *    restarts and travel in snapshots.
+ *
+ *    Snapshots: the file is mvcc_checkpoint()'s compacted LMDB copy, with
+ *    its checksum beside it in "<path>.crc" ("crc32c=%08x size=%llu").
+ *    restore() accepts a file without "<path>.crc" when given the leader's
+ *    crc (it writes the side file from it), verifies the copy completely
+ *    in a staging directory "<dir>.restore" (checksum, it opens, applied
+ *    index/term and crc match the arguments) before closing the live
+ *    store, then installs it with mvcc_restore() and reopens. On any
+ *    verification failure the old state is untouched and usable. The file
+ *    is copied twice (staging + install): fine for now, cheap to fix once
+ *    mvcc has a verify-only call. All mvcc_read handles on the store must
+ *    have ended before restore (mvcc_close needs it).
+ *
+ *    Leases (minimal until the lessor issue): LeaseGrant stores a 16-byte
+ *    record (granted TTL, remaining TTL; int64 LE) under the proposer's ID;
+ *    LeaseRevoke / LeaseExpire delete the lease and every key attached to
+ *    it in one revision (found by a full key scan: O(keys)); Put with an
+ *    unknown lease fails with "etcdserver: requested lease not found";
+ *    LeaseCheckpoint rewrites the remaining TTL. ClusterInit is accepted
+ *    and not stored yet.
  *
  * Threads: everything on the owner (loop) thread, except the
  * write_snapshot callback of kv_apply_sm() and the translation of reads
@@ -254,6 +306,8 @@ struct kv_apply;
  * Everything it points to is valid only during the on_result call: pack
  * or copy what you need. */
 struct kv_result {
+	/* Headers carry cluster_id and member_id from kv_apply_options and
+	 * raft_term = the entry's term; the server may overwrite them. */
 	uint64_t request_id;
 	Kvdpb__InternalRequest__RequestCase type;
 	int err;               /* 0 or the request's KV_E* code */
@@ -301,8 +355,11 @@ struct kv_apply_options {
 	size_t compact_batch;
 };
 
-/* Opens the store in opts->dir and builds the state machine. hooks is
- * copied (may be NULL). *out is freed with kv_apply_close(). */
+/* Opens the store in opts->dir (syncing it once) and builds the state
+ * machine. opts and hooks are copied (hooks may be NULL). *out is freed
+ * with kv_apply_close(). After any fatal error (storage failure, memory)
+ * every call fails with that error until the object is closed and
+ * reopened (sticky, like mvcc's fail-stop). */
 int kv_apply_new(const struct kv_apply_options *opts,
 		 const struct kv_apply_hooks *hooks, struct kv_apply **out);
 /* Aborts the open write transaction (entries applied since the last
@@ -324,7 +381,8 @@ struct mvcc *kv_apply_mvcc(struct kv_apply *a);
 int kv_apply_commit(struct kv_apply *a, bool sync);
 
 /* Bytes of entry payload applied since the last commit (kept in memory to
- * replay them if the map must grow mid-entry). */
+ * replay them if the map must grow mid-entry). The owner should commit
+ * when this passes a bound (a few MiB) as well as on its timer. */
 size_t kv_apply_pending_bytes(const struct kv_apply *a);
 
 /* Physical compaction, bounded: removes up to compact_batch revisions
