@@ -647,6 +647,74 @@ static void test_durable_on_return(void **state)
 	vfs_destroy(fv);
 }
 
+/* Readers on another thread while the log grows, is truncated and has
+ * its prefix dropped: every entry read is whole and correct (run under
+ * TSan too). */
+struct conc {
+	struct wal *w;
+	int stop;
+	unsigned long reads;
+	int bad;
+};
+
+static void *conc_reader(void *arg)
+{
+	struct conc *c = arg;
+	unsigned char exp[256];
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_SEQ_CST)) {
+		struct wal_info info;
+		struct wal_iter *it;
+		struct wal_entry e;
+		uint64_t want;
+		int rv;
+		wal_info(c->w, &info);
+		if (wal_iter_open(c->w, info.first_index, &it) != 0)
+			continue; /* dropped meanwhile */
+		want = info.first_index;
+		while ((rv = wal_iter_next(it, &e)) == 1) {
+			tu_fill(e.index, exp, tu_len(e.index));
+			if (e.index != want || e.len != tu_len(e.index) ||
+			    (e.len && memcmp(e.payload, exp, e.len) != 0))
+				c->bad++;
+			want++;
+			c->reads++;
+		}
+		if (rv < 0)
+			c->bad++;
+		wal_iter_close(it);
+	}
+	return NULL;
+}
+
+static void test_iter_concurrent(void **state)
+{
+	const char *dir = *state;
+	struct conc c = { 0 };
+	pthread_t th;
+	uint64_t next = 1;
+
+	c.w = tu_open(dir, 8192, NULL);
+	tu_append(c.w, 1, 20, 1);
+	next = 21;
+	pthread_create(&th, NULL, conc_reader, &c);
+	for (int round = 0; round < 40; round++) {
+		tu_append(c.w, next, next + 19, 1 + (uint64_t)round);
+		next += 20;
+		if (round % 5 == 4) {
+			next -= 7;
+			assert_int_equal(wal_truncate(c.w, next), 0);
+		}
+		if (round % 10 == 9)
+			assert_int_equal(wal_drop_prefix(c.w, next - 100), 0);
+	}
+	__atomic_store_n(&c.stop, 1, __ATOMIC_SEQ_CST);
+	pthread_join(th, NULL);
+	assert_int_equal(c.bad, 0);
+	assert_true(c.reads > 0);
+	assert_int_equal(wal_close(c.w), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -679,6 +747,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_vfs_64bit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_durable_on_return, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_iter_concurrent, setup,
 						teardown),
 	};
 
