@@ -275,9 +275,20 @@ static void on_connect(struct net_conn *c, int status, const char *alpn,
 		p->state = OUT_IDLE;
 		if (t->closing || p->removed)
 			return;
-		KV_DEBUG(MOD, "peer connect failed",
-			 "member=%016" PRIx64 " host=%s port=%u err=%s",
-			 p->id, p->url.host, p->url.port, kv_errname(status));
+		if (status == KV_EPERM) {
+			/* The server's certificate: a configuration error
+			 * or an impostor, worth a warning and a count. */
+			t->st.refused_conns++;
+			KV_WARN(MOD, "peer connection refused",
+				"member=%016" PRIx64 " host=%s port=%u dir=out"
+				" reason=\"server certificate not accepted\"",
+				p->id, p->url.host, p->url.port);
+		} else {
+			KV_DEBUG(MOD, "peer connect failed",
+				 "member=%016" PRIx64 " host=%s port=%u err=%s",
+				 p->id, p->url.host, p->url.port,
+				 kv_errname(status));
+		}
 		if (p->stale) {
 			p->stale = false;
 			kick(p);
