@@ -15,7 +15,7 @@ const struct kv_status kv_statuses[KV_ST__COUNT] = {
 /* etcd's maximum lease TTL (lease.MaxLeaseTTL). */
 #define MAX_LEASE_TTL 9000000000LL
 
-/* Big enough for any nested txn: the op limit is an API check. */
+/* etcd's default --max-txn-ops. */
 #define DEFAULT_MAX_TXN_OPS 128u
 
 static struct kv_status st_of(enum kv_status_id id)
@@ -678,6 +678,61 @@ int kv_validate_delete_range(const Etcdserverpb__DeleteRangeRequest *r,
 	return 0;
 }
 
+/* etcd 3.4 v3rpc checkTxnRequest / checkRequestOp, in their order. */
+static int check_txn(const Etcdserverpb__TxnRequest *t, long max_ops,
+		     struct kv_status *st);
+
+static int check_op(const Etcdserverpb__RequestOp *op, long max_ops,
+		    struct kv_status *st)
+{
+	switch (op->request_case) {
+	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE:
+		return kv_validate_range(op->request_range, st);
+	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT:
+		return kv_validate_put(op->request_put, st);
+	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE:
+		return kv_validate_delete_range(op->request_delete_range, st);
+	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN:
+		return check_txn(op->request_txn, max_ops, st);
+	default:
+		set_st(st, KV_ST_KEY_NOT_FOUND);
+		return KV_EINVAL;
+	}
+}
+
+static int check_txn(const Etcdserverpb__TxnRequest *t, long max_ops,
+		     struct kv_status *st)
+{
+	size_t opc = t->n_compare;
+	int rc;
+
+	if (opc < t->n_success)
+		opc = t->n_success;
+	if (opc < t->n_failure)
+		opc = t->n_failure;
+	if ((long)opc > max_ops) {
+		set_st(st, KV_ST_TOO_MANY_OPS);
+		return KV_EINVAL;
+	}
+	for (size_t i = 0; i < t->n_compare; i++) {
+		if (t->compare[i]->key.len == 0) {
+			set_st(st, KV_ST_EMPTY_KEY);
+			return KV_EINVAL;
+		}
+	}
+	for (size_t i = 0; i < t->n_success; i++) {
+		rc = check_op(t->success[i], max_ops - (long)opc, st);
+		if (rc != 0)
+			return rc;
+	}
+	for (size_t i = 0; i < t->n_failure; i++) {
+		rc = check_op(t->failure[i], max_ops - (long)opc, st);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
 int kv_validate_txn(const Etcdserverpb__TxnRequest *r, unsigned max_txn_ops,
 		    struct kv_status *st)
 {
@@ -688,6 +743,10 @@ int kv_validate_txn(const Etcdserverpb__TxnRequest *r, unsigned max_txn_ops,
 
 	if (max_txn_ops == 0)
 		max_txn_ops = DEFAULT_MAX_TXN_OPS;
+	rc = check_txn(r, (long)max_txn_ops, st);
+	if (rc != 0)
+		return rc;
+	/* Then checkIntervals (duplicate keys), done by mvcc. */
 	rc = kv_translate_txn_req(r, &a, &rq, st);
 	if (rc != 0)
 		goto out;

@@ -824,6 +824,37 @@ static void test_validate_errors(void **state)
 	t3.n_success = 1;
 	assert_int_equal(kv_validate_txn(&t3, 0, &st), KV_EINVAL);
 	expect_st(st, 3, "etcdserver: key not found");
+	/* The op count is checked first, as etcd's checkTxnRequest does. */
+	Etcdserverpb__RequestOp *many[129];
+	for (int i = 0; i < 129; i++)
+		many[i] = i == 5 ? &empty : &ops[i];
+	t3.success = many;
+	t3.n_success = 129;
+	assert_int_equal(kv_validate_txn(&t3, 0, &st), KV_EINVAL);
+	expect_st(st, 3, "etcdserver: too many operations in txn request");
+	/* A nested txn gets the budget its parent leaves. */
+	Etcdserverpb__TxnRequest inner = ETCDSERVERPB__TXN_REQUEST__INIT;
+	inner.success = &opp[10];
+	inner.n_success = 100;
+	Etcdserverpb__RequestOp nest = ETCDSERVERPB__REQUEST_OP__INIT;
+	nest.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN;
+	nest.request_txn = &inner;
+	Etcdserverpb__RangeRequest zr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	zr.key = bytes("zz");
+	Etcdserverpb__RequestOp zop = ETCDSERVERPB__REQUEST_OP__INIT;
+	zop.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+	zop.request_range = &zr;
+	Etcdserverpb__RequestOp *outer_ops[30];
+	for (int i = 0; i < 30; i++)
+		outer_ops[i] = i == 0 ? &nest : &zop;
+	Etcdserverpb__TxnRequest outer = ETCDSERVERPB__TXN_REQUEST__INIT;
+	outer.success = outer_ops;
+	outer.n_success = 29; /* 128 - 29 = 99 < 100 */
+	assert_int_equal(kv_validate_txn(&outer, 0, &st), KV_EINVAL);
+	expect_st(st, 3, "etcdserver: too many operations in txn request");
+	outer.n_success = 28;
+	assert_int_equal(kv_validate_txn(&outer, 0, &st), 0);
+	t3.n_success = 1;
 	/* ignore_value misuse inside a txn. */
 	puts[0].ignore_value = 1;
 	puts[0].value = bytes("v");
