@@ -5,10 +5,12 @@
 #include "storage/mvcc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/crc32c.h"
@@ -2343,51 +2345,33 @@ out:
 
 /* ---- open / close / write txn ----------------------------------------- */
 
-int mvcc_open(const char *dir, const struct mvcc_options *opts,
-	      struct mvcc **out)
+/* Creates and opens m->env on m->dir, opens the databases and loads the
+ * meta records. On failure m->env is NULL. */
+static int env_setup(struct mvcc *m)
 {
-	struct mvcc_options def = { 0 };
-	struct mvcc *m;
 	MDB_txn *txn = NULL;
 	MDB_envinfo info;
+	MDB_stat st;
 	int rc;
 
-	*out = NULL;
-	if (opts == NULL)
-		opts = &def;
-	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
-		return kv_from_errno(errno);
-	m = calloc(1, sizeof(*m));
-	if (m == NULL)
-		return KV_ENOMEM;
-	m->dir = strdup(dir);
-	if (m->dir == NULL) {
-		rc = KV_ENOMEM;
-		goto err_free;
-	}
-	pthread_mutex_init(&m->lock, NULL);
-	m->quota = opts->quota_bytes ? opts->quota_bytes : (2ull << 30);
-	m->map_size = opts->initial_map_bytes ? opts->initial_map_bytes
-					      : m->quota;
-	if (m->map_size > m->quota)
-		m->map_size = m->quota;
-	m->max_txn_ops = opts->max_txn_ops ? opts->max_txn_ops : 128;
-	m->check_leases = opts->check_leases;
 	rc = mvcc_from_mdb(mdb_env_create(&m->env));
-	if (rc != 0)
-		goto err_free;
+	if (rc != 0) {
+		m->env = NULL;
+		return rc;
+	}
 	rc = mvcc_from_mdb(mdb_env_set_maxdbs(m->env, 8));
 	if (rc == 0)
 		rc = mvcc_from_mdb(mdb_env_set_mapsize(m->env, m->map_size));
 	if (rc == 0)
 		rc = mvcc_from_mdb(mdb_env_set_maxreaders(m->env, 256));
 	if (rc == 0)
-		rc = mvcc_from_mdb(mdb_env_open(m->env, dir, MDB_NOTLS | (opts->no_writemap ? 0 : MDB_WRITEMAP), 0600));
+		rc = mvcc_from_mdb(mdb_env_open(
+			m->env, m->dir,
+			MDB_NOTLS | (m->writemap ? MDB_WRITEMAP : 0), 0600));
 	if (rc != 0)
 		goto err_env;
 	mdb_env_info(m->env, &info);
 	m->map_size = info.me_mapsize;
-	MDB_stat st;
 	mdb_env_stat(m->env, &st);
 	m->pagesize = st.ms_psize;
 	int maxkey = mdb_env_get_maxkeysize(m->env);
@@ -2427,7 +2411,8 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts,
 			rc = mvcc_from_mdb(
 				mdb_put(txn, m->dbi_meta, &fk, &v, 0));
 	} else if (g == 0) {
-		if (v.mv_size != 4 || kv_load_u32le(v.mv_data) != (uint32_t)maxkey)
+		if (v.mv_size != 4 ||
+		    kv_load_u32le(v.mv_data) != (uint32_t)maxkey)
 			rc = KV_ECORRUPT;
 	} else {
 		rc = mvcc_from_mdb(g);
@@ -2439,6 +2424,7 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts,
 		goto err_txn;
 	k.mv_data = "cpos";
 	k.mv_size = 4;
+	m->cpos_main = m->cpos_sub = 0;
 	g = mdb_get(txn, m->dbi_meta, &k, &v);
 	if (g == 0 && v.mv_size == 16) {
 		m->cpos_main = (int64_t)kv_load_u64le(v.mv_data);
@@ -2454,20 +2440,121 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts,
 	m->c_cpos_sub = m->cpos_sub;
 	m->c_applied_index = m->applied_index;
 	m->c_applied_term = m->applied_term;
-	KV_INFO(MOD, "store opened",
-		"dir=%s rev=%lld compact=%lld map=%llu", dir,
-		(long long)m->rev, (long long)m->compact_rev,
-		(unsigned long long)m->map_size);
-	*out = m;
 	return 0;
 err_txn:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
 err_env:
 	mdb_env_close(m->env);
+	m->env = NULL;
+	return rc;
+}
+
+int mvcc_open(const char *dir, const struct mvcc_options *opts,
+	      struct mvcc **out)
+{
+	struct mvcc_options def = { 0 };
+	struct mvcc *m;
+	int rc;
+
+	*out = NULL;
+	if (opts == NULL)
+		opts = &def;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return kv_from_errno(errno);
+	m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return KV_ENOMEM;
+	m->dir = strdup(dir);
+	if (m->dir == NULL) {
+		rc = KV_ENOMEM;
+		goto err_free;
+	}
+	m->quota = opts->quota_bytes ? opts->quota_bytes : (2ull << 30);
+	m->map_size = opts->initial_map_bytes ? opts->initial_map_bytes
+					      : m->quota;
+	if (m->map_size > m->quota)
+		m->map_size = m->quota;
+	m->max_txn_ops = opts->max_txn_ops ? opts->max_txn_ops : 128;
+	m->check_leases = opts->check_leases;
+	m->writemap = !opts->no_writemap;
+	rc = env_setup(m);
+	if (rc != 0)
+		goto err_free;
+	pthread_mutex_init(&m->lock, NULL);
+	KV_INFO(MOD, "store opened",
+		"dir=%s rev=%lld compact=%lld map=%llu", dir,
+		(long long)m->rev, (long long)m->compact_rev,
+		(unsigned long long)m->map_size);
+	*out = m;
+	return 0;
 err_free:
 	free(m->dir);
 	free(m);
+	return rc;
+}
+
+int mvcc_defrag(struct mvcc *m)
+{
+	char tmp[4200], data[4200];
+	int rc, fd;
+
+	if (m->failed != 0)
+		return KV_EFAILSTOP;
+	if (m->wtxn != NULL)
+		return KV_EBUSY;
+	if (snprintf(data, sizeof(data), "%s/data.mdb", m->dir) >=
+	    (int)sizeof(data))
+		return KV_EINVAL;
+	snprintf(tmp, sizeof(tmp), "%s/data.mdb.defrag", m->dir);
+	/* Held throughout: no read handle may start while the env is
+	 * replaced. */
+	pthread_mutex_lock(&m->lock);
+	if (m->readers > 0) {
+		rc = KV_EBUSY;
+		goto out;
+	}
+	uint64_t before, after, map;
+	mvcc_size(m, &before, &map);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = kv_from_errno(errno);
+		goto out;
+	}
+	rc = mvcc_from_mdb(mdb_env_copyfd2(m->env, fd, MDB_CP_COMPACT));
+	if (rc == 0 && fsync(fd) != 0)
+		rc = kv_from_errno(errno);
+	close(fd);
+	if (rc != 0) {
+		unlink(tmp);
+		goto out;
+	}
+	mdb_env_close(m->env);
+	m->env = NULL;
+	if (rename(tmp, data) != 0) {
+		rc = kv_from_errno(errno);
+		unlink(tmp);
+	} else {
+		int dfd = open(m->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd) != 0)
+			rc = kv_from_errno(errno);
+		if (dfd >= 0)
+			close(dfd);
+	}
+	int rc2 = env_setup(m);
+	if (rc2 != 0) {
+		/* No usable env: fail-stop; only mvcc_close is safe now. */
+		m->failed = rc2;
+		KV_ERROR(MOD, "reopen after defragment failed", "dir=%s err=%s",
+			 m->dir, kv_errname(rc2));
+		rc = rc2;
+		goto out;
+	}
+	mvcc_size(m, &after, &map);
+	KV_INFO(MOD, "defragmented", "dir=%s before=%llu after=%llu", m->dir,
+		(unsigned long long)before, (unsigned long long)after);
+out:
+	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
 
@@ -2477,7 +2564,8 @@ void mvcc_close(struct mvcc *m)
 		return;
 	if (m->wtxn != NULL)
 		mdb_txn_abort(m->wtxn);
-	mdb_env_close(m->env);
+	if (m->env != NULL)
+		mdb_env_close(m->env);
 	pthread_mutex_destroy(&m->lock);
 	free(m->dir);
 	free(m);

@@ -49,6 +49,7 @@ struct mvcc {
 	uint64_t map_size, quota;
 	unsigned max_txn_ops;
 	bool check_leases;
+	bool writemap;
 
 	/* Owner view; with a write txn open it includes its changes. */
 	MDB_txn *wtxn;

@@ -402,6 +402,13 @@ int mvcc_checkpoint(struct mvcc *m, const char *path,
 int mvcc_restore(const char *path, const char *dir,
 		 struct mvcc_checkpoint_info *info);
 
+/* etcd's Defragment: rewrites the data file as a compacted copy (free
+ * pages dropped, so mvcc_size()'s used bytes shrink), then reopens it.
+ * Owner thread, no write txn open and no read handle active (else
+ * KV_EBUSY); read handles are blocked while it runs. If the reopen fails
+ * the store is fail-stop and only mvcc_close() is safe. */
+int mvcc_defrag(struct mvcc *m);
+
 /* ---- diagnostics ---------------------------------------------------- */
 
 /* etcd's error text for a KV_E* code from this module ("etcdserver: mvcc:

@@ -1567,6 +1567,60 @@ static void test_map_growth_and_quota(void **state)
 	free(dir);
 }
 
+static void test_defrag_shrinks_and_keeps_data(void **state)
+{
+	struct fx *f = *state;
+	static char val[2048];
+	char k[32];
+	uint64_t used0, used1, map;
+	uint32_t h0, h1;
+	int64_t c;
+	struct mvcc_read *rd;
+
+	memset(val, 'x', sizeof(val));
+	for (int i = 0; i < 3000; i++) {
+		snprintf(k, sizeof(k), "key%05d", i);
+		tu_putb(f->m, k, strlen(k), val, sizeof(val));
+	}
+	tu_put(f->m, "keep", "me", 5);
+	assert_int_equal(mvcc_commit(f->m, false), 0);
+	assert_int_equal(mvcc_begin_write(f->m), 0);
+	assert_int_equal(tu_del(f->m, "key", "kez"), 3000);
+	assert_int_equal(mvcc_compact(f->m, mvcc_revision(f->m)), 0);
+	finish_compaction(f);
+	assert_int_equal(mvcc_set_applied(f->m, 9, 1), 0);
+	assert_int_equal(mvcc_commit(f->m, true), 0);
+	assert_int_equal(mvcc_defrag(f->m), 0); /* reuses pages, no writes */
+	mvcc_size(f->m, &used0, &map);
+	assert_int_equal(mvcc_hash(f->m, NULL, 0, &h0, &c), 0);
+	/* Refused with a write txn open or a reader active. */
+	assert_int_equal(mvcc_begin_write(f->m), 0);
+	assert_int_equal(mvcc_defrag(f->m), KV_EBUSY);
+	mvcc_abort(f->m);
+	assert_int_equal(mvcc_read_begin(f->m, &rd), 0);
+	assert_int_equal(mvcc_defrag(f->m), KV_EBUSY);
+	mvcc_read_end(rd);
+	reopen(f);
+	mvcc_abort(f->m);
+	assert_int_equal(mvcc_defrag(f->m), 0);
+	mvcc_size(f->m, &used1, &map);
+	assert_true(used1 <= used0);
+	assert_true(used1 < 3000 * 2048 / 4);
+	assert_int_equal(mvcc_hash(f->m, NULL, 0, &h1, &c), 0);
+	assert_int_equal(h0, h1);
+	assert_int_equal(mvcc_compact_revision(f->m), mvcc_revision(f->m));
+	uint64_t idx, term;
+	mvcc_get_applied(f->m, &idx, &term);
+	assert_int_equal(idx, 9);
+	struct mvcc_range_req r = rq("keep", NULL);
+	struct mvcc_range_res res = get(f, &r);
+	assert_int_equal(res.kvs[0].lease, 5);
+	reopen(f);
+	res = get(f, &r);
+	assert_val(&res.kvs[0], "me");
+	assert_true(mvcc_invariants_ok(f->m));
+}
+
 /* ---- fail-stop -------------------------------------------------------- */
 
 static void test_fail_stop_after_lmdb_error(void **state)
@@ -1833,6 +1887,7 @@ int main(void)
 		T(test_hash_deterministic),
 		T(test_checkpoint_while_writing_and_restore),
 		T(test_map_growth_and_quota),
+		T(test_defrag_shrinks_and_keeps_data),
 		T(test_fail_stop_after_lmdb_error),
 		T(test_meta_applied_members_leases),
 		T(test_read_handle_is_a_snapshot),
