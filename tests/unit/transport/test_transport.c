@@ -797,6 +797,111 @@ static void raw_expect_close(uint16_t port, const void *bytes, size_t len)
 	assert_true(wait_for(raw_is_closed, &r, WAIT_MS));
 }
 
+static bool raw_is_connected(void *arg)
+{
+	return ((struct raw *)arg)->connected;
+}
+
+static void raw_written_free(uv_write_t *w, int status)
+{
+	(void)status;
+	free(w->data);
+	free(w);
+}
+
+/* Writes n bytes on an open raw connection and lets the loop run, so the
+ * transport reads them on their own. */
+static void raw_send_part(struct raw *r, const void *p, size_t n)
+{
+	uv_write_t *w = malloc(sizeof(*w));
+	void *copy = malloc(n);
+	assert_non_null(w);
+	assert_non_null(copy);
+	memcpy(copy, p, n);
+	w->data = copy;
+	uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+	assert_int_equal(uv_write(w, (uv_stream_t *)&r->tcp, &b, 1,
+				  raw_written_free),
+			 0);
+	run_for(30);
+}
+
+/* Frames cut at every awkward place (inside the length, right after the
+ * header, inside the body, several frames in one read) are reassembled
+ * and delivered whole, in order, from the member named by the HELLO. */
+static void test_split_frames(void **state)
+{
+	struct node ns[2];
+	struct raw r;
+	struct sockaddr_in a;
+	struct kv_buf w = KV_BUF_INIT;
+
+	(void)state;
+	init_nodes(ns, 2, false);
+	for (int i = 0; i < 2; i++)
+		node_start(&ns[i], NULL, 0);
+	connect_all(ns, 2);
+	/* HELLO as member 2, then frames 1..4 of 300, 5, 70000, 4 bytes. */
+	kv_buf_put_u32le(&w, 18);
+	kv_buf_putc(&w, PEER_MSG_HELLO);
+	kv_buf_putc(&w, 1);
+	kv_buf_put_u64le(&w, CLUSTER);
+	kv_buf_put_u64le(&w, 2);
+	size_t lens[4] = { 300, 5, 70000, 4 };
+	size_t starts[4];
+	for (uint32_t i = 0; i < 4; i++) {
+		unsigned char *b = make_body(i + 1, lens[i]);
+		starts[i] = w.len;
+		kv_buf_put_u32le(&w, (uint32_t)(1 + lens[i]));
+		kv_buf_putc(&w, PEER_MSG_FORWARD);
+		kv_buf_append(&w, b, lens[i]);
+		free(b);
+	}
+	assert_non_null(w.base);
+
+	memset(&r, 0, sizeof(r));
+	r.bytes = "";
+	uv_tcp_init(&loop, &r.tcp);
+	r.tcp.data = &r;
+	r.creq.data = &r;
+	uv_ip4_addr("127.0.0.1", ns[0].port, &a);
+	assert_int_equal(uv_tcp_connect(&r.creq, &r.tcp,
+					(struct sockaddr *)&a, raw_connected),
+			 0);
+	assert_true(wait_for(raw_is_connected, &r, WAIT_MS));
+	uv_tcp_nodelay(&r.tcp, 1);
+	size_t cuts[] = {
+		2,                 /* inside HELLO's length */
+		21,                /* HELLO minus its last byte */
+		starts[0] + 5,     /* frame 1: just its header */
+		starts[0] + 100,   /* inside frame 1's body */
+		starts[2] + 3,     /* frames 1 and 2 end, frame 3 cut in len */
+		starts[2] + 40000, /* inside frame 3 */
+		w.len,             /* the rest with frame 4 */
+	};
+	size_t from = 0;
+	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+		raw_send_part(&r, w.base + from, cuts[i] - from);
+		from = cuts[i];
+		if (i == 2) /* HELLO done: node 1 answered with its own */
+			assert_int_equal(r.nread, 22);
+	}
+	assert_true(wait_rx(&ns[0], 4));
+	for (uint32_t i = 0; i < 4; i++) {
+		assert_int_equal(ns[0].rx[i].from, 2);
+		assert_int_equal(ns[0].rx[i].type, PEER_MSG_FORWARD);
+		assert_int_equal(ns[0].rx[i].seq, i + 1);
+		assert_int_equal(ns[0].rx[i].len, lens[i]);
+	}
+	assert_int_equal(ns[0].bad_bodies, 0);
+	assert_int_equal(stats(&ns[0]).refused_conns, 0);
+	uv_close((uv_handle_t *)&r.tcp, raw_closed);
+	assert_true(wait_for(raw_is_closed, &r, WAIT_MS));
+	kv_buf_free(&w);
+	for (int i = 0; i < 2; i++)
+		node_free(&ns[i]);
+}
+
 /* Garbage from a raw socket closes only that connection, plaintext and
  * TLS; the members keep talking. Also a raw HELLO followed by a length
  * over max_frame. */
@@ -1004,6 +1109,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconnect_plain, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_reconnect_tls, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_split_frames, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_plain, setup,
 						teardown),
