@@ -154,20 +154,29 @@ void kv_translate_delete_req(const Etcdserverpb__DeleteRangeRequest *r,
 static int compare_req(const Etcdserverpb__Compare *c,
 		       struct mvcc_compare *out, struct kv_status *st)
 {
+	(void)st;
 	memset(out, 0, sizeof(*out));
-	if ((int)c->result < 0 || (int)c->result > MVCC_CMP_NOT_EQUAL ||
-	    (int)c->target < 0 || (int)c->target > MVCC_CMP_LEASE) {
-		if (st != NULL)
-			*st = (struct kv_status){ KV_GRPC_INVALID_ARGUMENT,
-						  "etcdserver: invalid compare" };
-		return KV_EINVAL;
-	}
-	out->result = (enum mvcc_cmp_result)c->result;
-	out->target = (enum mvcc_cmp_target)c->target;
 	out->key = c->key.data;
 	out->key_len = c->key.len;
 	out->range_end = c->range_end.data;
 	out->range_end_len = c->range_end.len;
+	/* etcd 3.4 compareKV: an unknown result is true; an unknown target
+	 * compares as equal. Expressed with a create revision that no key
+	 * reaches (a missing key's is 0). */
+	bool bad_result = (int)c->result < 0 ||
+			  (int)c->result > MVCC_CMP_NOT_EQUAL;
+	bool bad_target = (int)c->target < 0 ||
+			  (int)c->target > MVCC_CMP_LEASE;
+	if (bad_result || bad_target) {
+		bool truth = bad_result ||
+			     c->result == ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+		out->target = MVCC_CMP_CREATE;
+		out->result = truth ? MVCC_CMP_LESS : MVCC_CMP_GREATER;
+		out->number = INT64_MAX;
+		return 0;
+	}
+	out->result = (enum mvcc_cmp_result)c->result;
+	out->target = (enum mvcc_cmp_target)c->target;
 	/* Go's getters: a union member of another kind reads as zero. */
 	switch (c->target) {
 	case ETCDSERVERPB__COMPARE__COMPARE_TARGET__VERSION:

@@ -199,7 +199,10 @@ struct kv_header_ids {
 /* proto -> mvcc requests. The mvcc structs point into the proto request
  * (which must outlive them); txn translation allocates its arrays in a.
  * An unknown sort order is treated as etcd 3.4 does (no sorting); an
- * unknown sort target gives KV_EINVAL / KV_ST_INVALID_SORT_OPTION. A
+ * unknown sort target gives KV_EINVAL / KV_ST_INVALID_SORT_OPTION (etcd
+ * 3.4 panics; 3.5 answers that). Unknown compare results / targets behave
+ * as in etcd 3.4's compareKV (result: always true; target: compares
+ * equal). A
  * RequestOp with no request set gives KV_EINVAL / KV_ST_KEY_NOT_FOUND
  * (etcd 3.4's checkRequestOp). 0 or KV_E*, *st set. */
 int kv_translate_range_req(const Etcdserverpb__RangeRequest *r,

@@ -700,6 +700,26 @@ static void test_translate_txn_fields(void **state)
 	assert_int_equal(tr->header->revision, 4);
 	uint8_t buf[4096];
 	assert_true(protobuf_c_message_pack(&tr->base, buf) > 0);
+	/* Unknown compare enums behave as etcd 3.4's compareKV. */
+	Etcdserverpb__Compare odd = ETCDSERVERPB__COMPARE__INIT;
+	Etcdserverpb__Compare *oddp = &odd;
+	Etcdserverpb__RequestOp *ro1[1] = { &ops[1] };
+	Etcdserverpb__TxnRequest t4 = ETCDSERVERPB__TXN_REQUEST__INIT;
+	t4.compare = &oddp;
+	t4.n_compare = 1;
+	t4.success = ro1;
+	t4.n_success = 1;
+	odd.key = bytes("a");
+	odd.result = (Etcdserverpb__Compare__CompareResult)9;
+	assert_int_equal(kv_translate_txn(m, &t4, &IDS, &a, &tr, &st), 0);
+	assert_true(tr->succeeded);
+	odd.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+	odd.target = (Etcdserverpb__Compare__CompareTarget)9;
+	assert_int_equal(kv_translate_txn(m, &t4, &IDS, &a, &tr, &st), 0);
+	assert_true(tr->succeeded);
+	odd.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL;
+	assert_int_equal(kv_translate_txn(m, &t4, &IDS, &a, &tr, &st), 0);
+	assert_false(tr->succeeded);
 	/* Read-only txn: the current revision, no bump. */
 	Etcdserverpb__RequestOp *ro[1] = { &ops[1] };
 	Etcdserverpb__TxnRequest t2 = ETCDSERVERPB__TXN_REQUEST__INIT;
