@@ -1045,6 +1045,11 @@ void kvraft_io_receive(struct kvraft_io *io, uint64_t from, const void *body,
 	kvraft_io_deliver(io, from, &m);
 }
 
+void kvraft_io_fail(struct kvraft_io *io, int err)
+{
+	failstop(io, err, "requested");
+}
+
 bool kvraft_io_failed(struct kvraft_io *io)
 {
 	return io->failed;

@@ -76,6 +76,9 @@ void kvraft_io_deliver(struct kvraft_io *io, uint64_t from,
 		       struct raft_message *m);
 
 bool kvraft_io_failed(struct kvraft_io *io);
+/* Forces fail-stop (e.g. the state machine failed): the io stops ticking
+ * and refuses everything from now on. err is a KV_E*. */
+void kvraft_io_fail(struct kvraft_io *io, int err);
 /* True once the WAL holds state (a term, entries or a snapshot). */
 bool kvraft_io_has_state(struct kvraft_io *io);
 /* <dir>/snap (valid while io lives). */

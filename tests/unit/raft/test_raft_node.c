@@ -1,7 +1,480 @@
+/* Three kvraft nodes over the in-memory network on one loop, with the
+ * in-test state machine (test_sm.c): replication of 10,000 batches,
+ * follower and leader restarts, forwarding, read barriers, snapshot
+ * catch-up, fail-stop. Every wait is bounded by loop timers. */
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <cmocka.h>
-static void t(void **s) { (void)s; }
-int main(void) { const struct CMUnitTest ts[] = { cmocka_unit_test(t) }; return cmocka_run_group_tests(ts, NULL, NULL); }
+
+#include "kv/errors.h"
+#include "kvraft/ids.h"
+#include "kvraft/node.h"
+#include "raft_test_util.h"
+#include "test_sm.h"
+
+#define N 3
+
+struct member {
+	char dir[4096];
+	struct tsm sm;
+	struct kvraft_node *node;
+	bool up;
+	struct cluster *c;
+};
+
+struct cluster {
+	uv_loop_t loop;
+	char *root;
+	struct rt_net net;
+	struct kvraft_cluster ic;
+	struct member m[N];
+	struct kvraft_node_config cfg;
+};
+
+static void deliver(void *arg, uint64_t from, uint8_t type, const void *body,
+		    size_t len)
+{
+	struct member *m = arg;
+	if (m->up)
+		kvraft_node_receive(m->node, from, type, body, len);
+}
+
+static void member_start(struct cluster *c, int i)
+{
+	struct member *m = &c->m[i];
+	tsm_init(&m->sm, m->dir);
+	struct kvraft_node_config cfg = c->cfg;
+	cfg.data_dir = m->dir;
+	cfg.name = c->ic.members[i].name;
+	cfg.self_id = c->ic.members[i].id;
+	char err[256];
+	int rv = kvraft_node_new(&c->loop, &cfg, &m->sm.sm,
+				 rt_net_add(&c->net, c->ic.members[i].id),
+				 &m->node, err, sizeof(err));
+	if (rv != 0)
+		fail_msg("node_new: %s", err);
+	m->up = true;
+	rt_net_attach(&c->net, c->ic.members[i].id, deliver, m);
+	assert_int_equal(kvraft_node_start(m->node), 0);
+}
+
+static void on_node_closed(void *arg)
+{
+	*(bool *)arg = true;
+}
+
+static bool flag_set(void *arg)
+{
+	return *(bool *)arg;
+}
+
+static void member_stop(struct cluster *c, int i)
+{
+	struct member *m = &c->m[i];
+	if (!m->up)
+		return;
+	bool closed = false;
+	m->up = false;
+	rt_net_detach(&c->net, c->ic.members[i].id);
+	kvraft_node_close(m->node, on_node_closed, &closed);
+	assert_true(rt_run_until(&c->loop, flag_set, &closed, 10000));
+	m->node = NULL;
+	tsm_free(&m->sm);
+}
+
+static struct cluster *cluster_new(uint64_t snapshot_count,
+				   uint64_t trailing)
+{
+	struct cluster *c = calloc(1, sizeof(*c));
+	uv_loop_init(&c->loop);
+	c->root = rt_mkdtemp();
+	rt_net_init(&c->net, &c->loop);
+	assert_int_equal(kvraft_cluster_parse("m1=http://127.0.0.1:2380,"
+					      "m2=http://127.0.0.1:2381,"
+					      "m3=http://127.0.0.1:2382",
+					      "test", "new", &c->ic, NULL, 0),
+			 0);
+	c->cfg.members = c->ic.members;
+	c->cfg.nmembers = c->ic.n;
+	c->cfg.cluster_id = c->ic.cluster_id;
+	c->cfg.heartbeat_ms = 20;
+	c->cfg.election_timeout_ms = 200;
+	c->cfg.snapshot_count = snapshot_count;
+	c->cfg.snapshot_trailing = trailing;
+	c->cfg.request_timeout_ms = 1000;
+	c->cfg.snapshot_chunk = 256;
+	c->cfg.wal_sync = WAL_SYNC_DATA;
+	c->cfg.wal_segment_size = 16 * 1024;
+	for (int i = 0; i < N; i++) {
+		snprintf(c->m[i].dir, sizeof(c->m[i].dir), "%s/%s", c->root,
+			 c->ic.members[i].name);
+		c->m[i].c = c;
+	}
+	return c;
+}
+
+static void cluster_free(struct cluster *c)
+{
+	for (int i = 0; i < N; i++)
+		member_stop(c, i);
+	rt_net_close(&c->net);
+	uv_run(&c->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&c->loop), 0);
+	kvraft_cluster_free(&c->ic);
+	rt_rmtree(c->root);
+	free(c->root);
+	free(c);
+}
+
+static int leader_of(struct cluster *c)
+{
+	for (int i = 0; i < N; i++)
+		if (c->m[i].up && kvraft_node_leader_ready(c->m[i].node))
+			return i;
+	return -1;
+}
+
+static bool has_ready_leader(void *arg)
+{
+	return leader_of(arg) >= 0;
+}
+
+static int wait_leader(struct cluster *c)
+{
+	assert_true(rt_run_until(&c->loop, has_ready_leader, c, 10000));
+	return leader_of(c);
+}
+
+/* ---- proposals ---- */
+
+struct prop {
+	struct kvraft_propose_req req;
+	uint64_t seq;
+	int status;
+	uint64_t index;
+	bool done;
+	int *ndone;
+};
+
+static void on_prop(struct kvraft_propose_req *req, int status,
+		    uint64_t index)
+{
+	struct prop *p = req->data;
+	p->status = status;
+	p->index = index;
+	p->done = true;
+	if (p->ndone)
+		(*p->ndone)++;
+}
+
+struct count_wait {
+	int *n;
+	int want;
+};
+
+static bool count_reached(void *arg)
+{
+	struct count_wait *w = arg;
+	return *w->n >= w->want;
+}
+
+/* Proposes seqs [from, from+count) through member i with a window of
+ * in-flight requests; asserts all succeed. */
+static void propose_many(struct cluster *c, int i, uint64_t from, int count)
+{
+	struct prop *ps = calloc((size_t)count, sizeof(*ps));
+	int ndone = 0, next = 0;
+	const int window = 256;
+	while (ndone < count) {
+		while (next < count && next - ndone < window) {
+			struct prop *p = &ps[next];
+			p->seq = from + (uint64_t)next;
+			p->req.data = p;
+			p->ndone = &ndone;
+			int rv = kvraft_node_propose(c->m[i].node, &p->seq, 8,
+						     &p->req, on_prop);
+			assert_int_equal(rv, 0);
+			next++;
+		}
+		struct count_wait w = {&ndone, next};
+		assert_true(rt_run_until(&c->loop, count_reached, &w, 20000));
+	}
+	for (int k = 0; k < count; k++) {
+		assert_int_equal(ps[k].status, 0);
+		assert_true(ps[k].index > 0);
+	}
+	free(ps);
+}
+
+static bool converged(void *arg)
+{
+	struct cluster *c = arg;
+	uint64_t idx = 0;
+	int l = leader_of(c);
+	if (l < 0)
+		return false;
+	struct kvraft_status st;
+	kvraft_node_status(c->m[l].node, &st);
+	idx = st.last_index;
+	for (int i = 0; i < N; i++) {
+		if (!c->m[i].up)
+			continue;
+		kvraft_node_status(c->m[i].node, &st);
+		if (st.applied_index < idx)
+			return false;
+	}
+	return true;
+}
+
+static void check_equal(struct cluster *c)
+{
+	assert_true(rt_run_until(&c->loop, converged, c, 20000));
+	int ref = -1;
+	for (int i = 0; i < N; i++) {
+		if (!c->m[i].up)
+			continue;
+		if (ref < 0) {
+			ref = i;
+			continue;
+		}
+		assert_int_equal(c->m[i].sm.st.count, c->m[ref].sm.st.count);
+		assert_true(c->m[i].sm.st.hash == c->m[ref].sm.st.hash);
+	}
+}
+
+static int follower_of(struct cluster *c, int leader)
+{
+	for (int i = 0; i < N; i++)
+		if (i != leader && c->m[i].up)
+			return i;
+	return -1;
+}
+
+static void test_replicate_restart_and_leader_loss(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(1000000, 5000);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	propose_many(c, l, 1, 10000);
+	check_equal(c);
+	assert_int_equal(c->m[l].sm.st.count, 10000);
+
+	/* a follower stops, misses entries, restarts from its data dir
+	 * (its state machine is empty: it replays the WAL) */
+	int f = follower_of(c, l);
+	member_stop(c, f);
+	propose_many(c, l, 10001, 500);
+	member_start(c, f);
+	check_equal(c);
+	assert_int_equal(c->m[f].sm.st.count, 10500);
+
+	/* the leader stops: another member takes over, nothing committed
+	 * is lost */
+	member_stop(c, l);
+	int l2 = wait_leader(c);
+	assert_int_not_equal(l2, l);
+	for (uint64_t s = 1; s <= 10500; s += 997)
+		assert_true(tsm_has(&c->m[l2].sm, s));
+	assert_true(c->m[l2].sm.st.count >= 10500);
+	propose_many(c, l2, 20001, 300);
+	member_start(c, l);
+	check_equal(c);
+	assert_int_equal(c->m[l].sm.st.count, 10800);
+	assert_true(tsm_has(&c->m[l].sm, 20300));
+	cluster_free(c);
+}
+
+/* ---- forwarding and reads ---- */
+
+struct rd {
+	struct kvraft_read_req req;
+	int status;
+	bool done;
+};
+
+static void on_read(struct kvraft_read_req *req, int status)
+{
+	struct rd *r = req->data;
+	r->status = status;
+	r->done = true;
+}
+
+static bool prop_done(void *arg)
+{
+	return ((struct prop *)arg)->done;
+}
+
+static bool read_done(void *arg)
+{
+	return ((struct rd *)arg)->done;
+}
+
+static void test_forward_and_read_barrier(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(1000000, 5000);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	int f = follower_of(c, l);
+	/* a proposal on a follower is forwarded and answered */
+	struct prop p = {.seq = 77};
+	p.req.data = &p;
+	assert_int_equal(kvraft_node_propose(c->m[f].node, &p.seq, 8, &p.req,
+					     on_prop),
+			 0);
+	assert_true(rt_run_until(&c->loop, prop_done, &p, 5000));
+	assert_int_equal(p.status, 0);
+	assert_true(p.index > 1);
+	assert_true(tsm_has(&c->m[l].sm, 77));
+
+	/* a read barrier on the follower sees that write at once */
+	struct rd rs[5];
+	memset(rs, 0, sizeof(rs));
+	for (int k = 0; k < 5; k++) {
+		rs[k].req.data = &rs[k];
+		assert_int_equal(kvraft_node_read_barrier(
+					 c->m[f].node, &rs[k].req, on_read),
+				 0);
+	}
+	for (int k = 0; k < 5; k++) {
+		assert_true(rt_run_until(&c->loop, read_done, &rs[k], 5000));
+		assert_int_equal(rs[k].status, 0);
+	}
+	assert_true(tsm_has(&c->m[f].sm, 77));
+	/* and on the leader */
+	struct rd r = {0};
+	r.req.data = &r;
+	assert_int_equal(kvraft_node_read_barrier(c->m[l].node, &r.req,
+						  on_read),
+			 0);
+	assert_true(rt_run_until(&c->loop, read_done, &r, 5000));
+	assert_int_equal(r.status, 0);
+
+	/* batching: 20 follower reads cost at most a few READ_INDEX */
+	uint64_t before = c->net.sent_by_type[5];
+	struct rd many[20];
+	memset(many, 0, sizeof(many));
+	for (int k = 0; k < 20; k++) {
+		many[k].req.data = &many[k];
+		assert_int_equal(kvraft_node_read_barrier(
+					 c->m[f].node, &many[k].req, on_read),
+				 0);
+	}
+	for (int k = 0; k < 20; k++) {
+		assert_true(
+			rt_run_until(&c->loop, read_done, &many[k], 5000));
+		assert_int_equal(many[k].status, 0);
+	}
+	assert_true(c->net.sent_by_type[5] - before <= 2);
+
+	/* an isolated follower: forwards time out or are canceled, reads
+	 * fail, and once it lost its leader proposals say KV_ENOLEADER */
+	rt_net_isolate(&c->net, c->ic.members[f].id, true);
+	struct prop p2 = {.seq = 78};
+	p2.req.data = &p2;
+	int rv = kvraft_node_propose(c->m[f].node, &p2.seq, 8, &p2.req,
+				     on_prop);
+	if (rv == 0) {
+		assert_true(rt_run_until(&c->loop, prop_done, &p2, 5000));
+		assert_true(p2.status == KV_ETIMEOUT ||
+			    p2.status == KV_ECANCELED);
+	}
+	struct rd r2 = {0};
+	r2.req.data = &r2;
+	assert_int_equal(kvraft_node_read_barrier(c->m[f].node, &r2.req,
+						  on_read),
+			 0);
+	assert_true(rt_run_until(&c->loop, read_done, &r2, 5000));
+	assert_true(r2.status == KV_ETIMEOUT || r2.status == KV_ENOLEADER);
+	rt_run_for(&c->loop, 600);
+	struct kvraft_status st;
+	kvraft_node_status(c->m[f].node, &st);
+	assert_int_equal(st.leader, 0);
+	struct prop p3 = {.seq = 79};
+	p3.req.data = &p3;
+	assert_int_equal(kvraft_node_propose(c->m[f].node, &p3.seq, 8,
+					     &p3.req, on_prop),
+			 KV_ENOLEADER);
+	/* pre-vote: the isolated member did not disturb the leader */
+	assert_true(kvraft_node_leader_ready(c->m[l].node));
+	rt_net_isolate(&c->net, c->ic.members[f].id, false);
+	check_equal(c);
+	cluster_free(c);
+}
+
+/* ---- snapshots ---- */
+
+static void test_snapshot_catch_up(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(200, 50);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	int f = follower_of(c, l);
+	member_stop(c, f);
+	propose_many(c, l, 1, 1500);
+	struct kvraft_status st;
+	kvraft_node_status(c->m[l].node, &st);
+	assert_true(st.snapshot_index > 500); /* async: the newest may still be in progress */
+	assert_true(c->m[l].sm.snapshots > 0);
+	member_start(c, f);
+	check_equal(c);
+	assert_true(c->m[f].sm.restores >= 1);
+	assert_int_equal(c->m[f].sm.st.count, 1500);
+	/* and it keeps up afterwards, then restarts from its snapshot */
+	propose_many(c, l, 5001, 100);
+	check_equal(c);
+	member_stop(c, f);
+	member_start(c, f);
+	check_equal(c);
+	assert_int_equal(c->m[f].sm.st.count, 1600);
+	cluster_free(c);
+}
+
+/* ---- fail-stop ---- */
+
+static void test_state_machine_failure_stops_member(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(1000000, 5000);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	int f = follower_of(c, l);
+	c->m[f].sm.fail_apply_at = 10;
+	propose_many(c, l, 1, 50);
+	rt_run_for(&c->loop, 300);
+	struct kvraft_status st;
+	kvraft_node_status(c->m[f].node, &st);
+	assert_true(st.failed);
+	assert_int_equal(st.role, KVRAFT_STOPPED);
+	struct prop p = {.seq = 1};
+	p.req.data = &p;
+	assert_int_equal(kvraft_node_propose(c->m[f].node, &p.seq, 8, &p.req,
+					     on_prop),
+			 KV_EFAILSTOP);
+	/* the others carry on */
+	propose_many(c, l, 100, 10);
+	cluster_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_replicate_restart_and_leader_loss),
+		cmocka_unit_test(test_forward_and_read_barrier),
+		cmocka_unit_test(test_snapshot_catch_up),
+		cmocka_unit_test(test_state_machine_failure_stops_member),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
