@@ -306,6 +306,8 @@ struct mvcc_events_req {
 	size_t key_len;
 	const uint8_t *range_end;
 	size_t range_end_len;
+	/* First revision wanted. Not etcd's watch "0 = now": the caller maps
+	 * that to mvcc_revision() + 1. Values < 1 mean 1. */
 	int64_t start_revision;
 	size_t max_events; /* 0 = 1000 */
 	size_t max_scan;   /* records examined per call; 0 = 10000 */
