@@ -385,6 +385,7 @@ static void test_translate_put_range_delete(void **state)
 	assert_int_equal(pr->prev_kv->version, 1);
 	assert_int_equal(pr->prev_kv->lease, 0);
 	p.key = bytes("fop");
+	p.value = bytes("aaa");
 	p.prev_kv = 0;
 	assert_int_equal(kv_translate_put(m, &p, &IDS, &a, &pr, &st), 0);
 
@@ -425,6 +426,53 @@ static void test_translate_put_range_delete(void **state)
 	assert_int_equal(kv_translate_range(m, NULL, &r, &IDS, &a, &rr, &st),
 			 0);
 	assert_memory_equal(rr->kvs[0]->key.data, "foo", 3);
+	/* Filters and sort targets reach mvcc: foo (c2 m3 v2 "baz"), fop
+	 * (c4 m4 v1 "aaa"). */
+	Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	q.key = bytes("fo");
+	q.range_end = bytes("fp");
+	q.min_mod_revision = 4;
+	assert_int_equal(kv_translate_range(m, NULL, &q, &IDS, &a, &rr, &st),
+			 0);
+	assert_int_equal(rr->n_kvs, 1);
+	assert_memory_equal(rr->kvs[0]->key.data, "fop", 3);
+	q.min_mod_revision = 0;
+	q.max_create_revision = 3;
+	assert_int_equal(kv_translate_range(m, NULL, &q, &IDS, &a, &rr, &st),
+			 0);
+	assert_int_equal(rr->n_kvs, 1);
+	assert_memory_equal(rr->kvs[0]->key.data, "foo", 3);
+	q.max_create_revision = 0;
+	q.min_create_revision = 3;
+	q.max_mod_revision = 4;
+	assert_int_equal(kv_translate_range(m, NULL, &q, &IDS, &a, &rr, &st),
+			 0);
+	assert_int_equal(rr->n_kvs, 1);
+	assert_memory_equal(rr->kvs[0]->key.data, "fop", 3);
+	q.min_create_revision = 0;
+	q.max_mod_revision = 0;
+	static const struct {
+		int target, order;
+		const char *first;
+	} sorts[] = {
+		{ ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION, 0, "fop" },
+		{ ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION, 2, "foo" },
+		{ ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE, 2, "fop" },
+		{ ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD, 1, "foo" },
+		{ ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE, 1, "fop" },
+		{ ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE, 2, "foo" },
+	};
+	for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++) {
+		q.sort_target =
+			(Etcdserverpb__RangeRequest__SortTarget)sorts[i].target;
+		q.sort_order =
+			(Etcdserverpb__RangeRequest__SortOrder)sorts[i].order;
+		assert_int_equal(kv_translate_range(m, NULL, &q, &IDS, &a, &rr,
+						    &st),
+				 0);
+		assert_int_equal(rr->n_kvs, 2);
+		assert_memory_equal(rr->kvs[0]->key.data, sorts[i].first, 3);
+	}
 	/* A historical range reports the current revision. */
 	Etcdserverpb__RangeRequest h = ETCDSERVERPB__RANGE_REQUEST__INIT;
 	h.key = bytes("foo");
@@ -1062,6 +1110,22 @@ static void test_leases(void **state)
 	assert_int_equal(gr->ttl, 30);
 	assert_int_equal(gr->header->revision, 1);
 	etcdserverpb__lease_grant_response__free_unpacked(gr, NULL);
+	Etcdserverpb__PutResponse *pl = etcdserverpb__put_response__unpack(
+		NULL, f->rec.v[2].packed_len, f->rec.v[2].packed);
+	assert_int_equal(pl->header->revision, 3);
+	etcdserverpb__put_response__free_unpacked(pl, NULL);
+	{
+		struct mvcc_arena la = MVCC_ARENA_INIT;
+		struct kv_status ls;
+		Etcdserverpb__RangeRequest lr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+		Etcdserverpb__RangeResponse *lrr;
+		lr.key = bytes("l2");
+		assert_int_equal(kv_translate_range(kv_apply_mvcc(f->a), NULL,
+						    &lr, &IDS, &la, &lrr, &ls),
+				 0);
+		assert_int_equal(lrr->kvs[0]->lease, 5);
+		mvcc_arena_free(&la);
+	}
 	rec_clear(&f->rec);
 	/* Revoke with keys: one revision; without keys: none. */
 	batch_init(&b);
