@@ -7,6 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "common/buf.h"
 #include "common/log.h"
 #include "kv/errors.h"
@@ -81,6 +85,7 @@ struct net_conn {
 };
 
 static void flush(struct net_conn *c);
+static void tune_socket(struct net_conn *c);
 static void do_close(struct net_conn *c);
 static void maybe_finish_shutdown(struct net_server *s);
 static int url_addr(const struct net_url *url, struct sockaddr_storage *ss);
@@ -585,6 +590,25 @@ static void format_peer(struct net_conn *c)
 	snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
 }
 
+/* TCP_NODELAY always; keepalive and user timeout when configured. */
+static void tune_socket(struct net_conn *c)
+{
+	const struct net_server_config *cfg = &c->srv->cfg;
+
+	uv_tcp_nodelay(&c->tcp, 1);
+	if (cfg->keepalive_s > 0)
+		uv_tcp_keepalive(&c->tcp, 1, cfg->keepalive_s);
+#ifdef TCP_USER_TIMEOUT
+	if (cfg->user_timeout_ms > 0) {
+		uv_os_fd_t fd;
+		unsigned ms = cfg->user_timeout_ms;
+		if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT,
+					 &ms, sizeof(ms));
+	}
+#endif
+}
+
 /* A linked connection with both handles initialised, so every failure
  * can go through do_close. */
 static struct net_conn *conn_new(struct net_server *s)
@@ -644,9 +668,7 @@ static void on_connection(uv_stream_t *ls, int status)
 		return;
 	}
 	c->accepted = true;
-	uv_tcp_nodelay(&c->tcp, 1);
-	if (s->cfg.keepalive_s > 0)
-		uv_tcp_keepalive(&c->tcp, 1, s->cfg.keepalive_s);
+	tune_socket(c);
 	format_peer(c);
 	if (l->tls != NULL) {
 		if (tls_engine_new(l->tls, NULL, &c->tls) != 0) {
@@ -712,9 +734,7 @@ static void on_connected(uv_connect_t *req, int status)
 		do_close(c);
 		return;
 	}
-	uv_tcp_nodelay(&c->tcp, 1);
-	if (c->srv->cfg.keepalive_s > 0)
-		uv_tcp_keepalive(&c->tcp, 1, c->srv->cfg.keepalive_s);
+	tune_socket(c);
 	c->last_active = uv_now(c->srv->loop);
 	update_reading(c);
 	if (c->closing)

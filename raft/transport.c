@@ -25,6 +25,7 @@
 #define SCRATCH_KEEP (1u << 20)  /* larger scratch buffers are released */
 #define CLOSE_GRACE_MS 500
 #define KEEPALIVE_S 30
+#define USER_TIMEOUT_MS 30000
 #define MOD "peer"
 
 /* One queued frame: header and body, ready to write. */
@@ -869,6 +870,7 @@ int peer_transport_new(const struct peer_transport_config *cfg,
 	memset(&ncfg, 0, sizeof(ncfg));
 	ncfg.idle_timeout_ms = t->cfg.handshake_timeout_ms;
 	ncfg.keepalive_s = KEEPALIVE_S;
+	ncfg.user_timeout_ms = USER_TIMEOUT_MS;
 	ncfg.on_tls_error = on_tls_error;
 	rc = net_server_new(cfg->loop, &ncfg, on_ready, t, &t->srv);
 	if (rc != 0) {

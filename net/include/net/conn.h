@@ -127,6 +127,10 @@ struct net_server_config {
 	uint64_t idle_timeout_ms;
 	/* TCP keepalive delay in seconds on every connection; 0 = off. */
 	unsigned keepalive_s;
+	/* Linux TCP_USER_TIMEOUT: the kernel drops a connection whose sent
+	 * data stays unacknowledged this long (a dead peer with output
+	 * pending); 0 = the system default (many minutes). */
+	unsigned user_timeout_ms;
 	/* Optional: an accepted connection's TLS handshake failed (err is
 	 * KV_EPERM when the peer's certificate was refused or missing,
 	 * KV_EPROTO otherwise; msg says why; peer is "ip:port"). Runs with

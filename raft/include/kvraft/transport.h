@@ -100,7 +100,8 @@ struct peer_transport_config {
 	/* A connection that has not finished TLS + HELLO (or any quiet
 	 * connection not yet authenticated) is closed after this; 0 = 10000.
 	 * Authenticated connections have no idle timeout; TCP keepalive
-	 * (30 s) detects dead ones. */
+	 * (30 s) and a 30 s TCP user timeout (unacknowledged output) detect
+	 * dead ones. */
 	uint64_t handshake_timeout_ms;
 };
 
