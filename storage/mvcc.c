@@ -1890,7 +1890,8 @@ static int obsolete_at(struct mvcc *m, MDB_cursor *kc, const MDB_val *ekey,
 			return rc;
 		if (!same_key(&r, &r2))
 			continue; /* a hash collision inside a long group */
-		*obsolete = r2.main <= c;
+		if (r2.main <= c)
+			*obsolete = true; /* a newer one is kept instead */
 		return 0;
 	}
 }
@@ -2793,6 +2794,14 @@ bool mvcc_invariants_ok(struct mvcc *m)
 		memcpy(pkbuf, r->key, r->klen);
 		pk = pkbuf;
 		pkl = r->klen;
+		/* Finished compaction left at most one live record <= C. */
+		if (m->compact_rev > 0 && m->cpos_main > m->compact_rev) {
+			size_t below = 0;
+			for (size_t i = 0; i < it.nout; i++)
+				if (it.out[i].main <= m->compact_rev &&
+				    (below++ > 0 || !rec_live(&it.out[i])))
+					ok = false;
+		}
 		for (size_t i = 0; i < it.nout && ok; i++) {
 			const struct rec *x = &it.out[i];
 			uint8_t ek[MVCC_EKEY_MAX], rk[16];
