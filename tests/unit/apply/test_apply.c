@@ -1164,11 +1164,50 @@ static void test_leases(void **state)
 			    "etcdserver: requested lease not found");
 	assert_string_equal(f->rec.v[1].msg,
 			    "etcdserver: requested lease not found");
+	/* A checkpoint rewrites the remaining TTL of known leases only. */
+	batch_init(&b);
+	add_grant(&b, SELF, 20, 8, 100);
+	Kvdpb__InternalRequest *cr = batch_add(&b, SELF, 21);
+	Etcdserverpb__LeaseCheckpoint cps[2] = {
+		ETCDSERVERPB__LEASE_CHECKPOINT__INIT,
+		ETCDSERVERPB__LEASE_CHECKPOINT__INIT
+	};
+	Etcdserverpb__LeaseCheckpoint *cpp[2] = { &cps[0], &cps[1] };
+	cps[0].id = 8;
+	cps[0].remaining_ttl = 42;
+	cps[1].id = 31337;
+	cps[1].remaining_ttl = 1;
+	Etcdserverpb__LeaseCheckpointRequest creq =
+		ETCDSERVERPB__LEASE_CHECKPOINT_REQUEST__INIT;
+	creq.checkpoints = cpp;
+	creq.n_checkpoints = 2;
+	cr->request_case = KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_CHECKPOINT;
+	cr->lease_checkpoint = &creq;
+	rec_clear(&f->rec);
+	assert_int_equal(apply_batch(f, 4, 1, &b), 0);
+	assert_int_equal(f->rec.v[1].err, 0);
+	assert_non_null(f->rec.v[1].packed);
+	{
+		struct mvcc_arena la = MVCC_ARENA_INIT;
+		const uint8_t *rec;
+		size_t len;
+		assert_int_equal(mvcc_lease_get(kv_apply_mvcc(f->a), 8, &la,
+						(const void **)&rec, &len),
+				 0);
+		assert_int_equal(len, 16);
+		assert_int_equal(rec[0], 100); /* granted TTL, LE */
+		assert_int_equal(rec[8], 42);  /* remaining TTL, LE */
+		assert_int_equal(mvcc_lease_get(kv_apply_mvcc(f->a), 31337,
+						&la, (const void **)&rec,
+						&len),
+				 KV_ENOTFOUND);
+		mvcc_arena_free(&la);
+	}
 	/* More keys on one lease than --max-txn-ops (128) are deleted in
 	 * one revision. */
 	batch_init(&b);
 	add_grant(&b, SELF, 10, 9, 30);
-	assert_int_equal(apply_batch(f, 4, 1, &b), 0);
+	assert_int_equal(apply_batch(f, 5, 1, &b), 0);
 	for (int e = 0; e < 3; e++) {
 		batch_init(&b);
 		for (int i = 0; i < 50; i++) {
@@ -1176,7 +1215,7 @@ static void test_leases(void **state)
 			snprintf(k, sizeof(k), "m%03d", e * 50 + i);
 			add_put(&b, OTHER, 11 + (uint64_t)i, k, "v", 9);
 		}
-		assert_int_equal(apply_batch(f, 5 + (uint64_t)e, 1, &b), 0);
+		assert_int_equal(apply_batch(f, 6 + (uint64_t)e, 1, &b), 0);
 	}
 	int64_t before = mvcc_revision(kv_apply_mvcc(f->a));
 	batch_init(&b);
@@ -1187,7 +1226,7 @@ static void test_leases(void **state)
 	le.n_ids = 2;
 	r2->request_case = KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_EXPIRE;
 	r2->lease_expire = &le;
-	assert_int_equal(apply_batch(f, 8, 1, &b), 0);
+	assert_int_equal(apply_batch(f, 9, 1, &b), 0);
 	assert_int_equal(mvcc_revision(kv_apply_mvcc(f->a)), before + 1);
 	struct mvcc_arena a2 = MVCC_ARENA_INIT;
 	assert_int_equal(kv_translate_range(kv_apply_mvcc(f->a), NULL, &r,
