@@ -1084,7 +1084,8 @@ static void events_compare(struct run *R)
 	q.key = k.p;
 	q.key_len = k.n;
 	rend(&q.range_end, &q.range_end_len);
-	int64_t lo = R->M.compact + 1 > 1 ? R->M.compact + 1 : 1;
+	/* From the compacted revision itself: only what compaction kept. */
+	int64_t lo = R->M.compact > 1 ? R->M.compact : 1;
 	if (R->M.rev - lo > 3000 && rn(4))
 		lo = R->M.rev - 3000;
 	q.start_revision = lo + (int64_t)rn((unsigned)(R->M.rev - lo + 2));
