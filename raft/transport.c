@@ -49,6 +49,7 @@ struct peer {
 	char name[64];
 	struct net_url url;
 	bool removed; /* no longer a member; kept until close */
+	bool dirty;   /* frames queued since the last flush */
 	bool stale;   /* URL changed while connecting: redial */
 	enum out_state state;
 	struct pconn *out; /* outgoing connection, OUT_HELLO/OUT_READY */
@@ -85,6 +86,12 @@ struct peer_transport {
 	void (*close_cb)(void *data);
 	void *close_data;
 	struct kv_buf scratch;
+	/* Sends during one loop iteration are written together after the
+	 * poll phase (check); the idle handle keeps poll from blocking when
+	 * a send comes after our check already ran. */
+	uv_check_t flush_check;
+	uv_idle_t flush_idle;
+	bool flush_scheduled;
 };
 
 static void on_data(void *data, const char *p, size_t n);
@@ -345,15 +352,46 @@ static void dial(struct peer *p)
 	}
 }
 
-/* Moves the peer's queue along: dials when idle, writes when ready. */
+static void on_flush_check(uv_check_t *h)
+{
+	struct peer_transport *t =
+		container_of(h, struct peer_transport, flush_check);
+
+	uv_check_stop(&t->flush_check);
+	uv_idle_stop(&t->flush_idle);
+	t->flush_scheduled = false;
+	for (size_t i = 0; i < t->npeers; i++) {
+		struct peer *p = t->peers[i];
+		if (p->dirty) {
+			p->dirty = false;
+			pump(p);
+		}
+	}
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+	(void)h; /* only keeps poll from blocking until the check runs */
+}
+
+/* Moves the peer's queue along: dials when idle; when ready, writes what
+ * this loop iteration queued once the iteration's callbacks are done. */
 static void kick(struct peer *p)
 {
-	if (p->t->closing || p->removed || p->head == NULL)
+	struct peer_transport *t = p->t;
+
+	if (t->closing || p->removed || p->head == NULL)
 		return;
-	if (p->state == OUT_IDLE)
+	if (p->state == OUT_IDLE) {
 		dial(p);
-	else if (p->state == OUT_READY)
-		pump(p);
+	} else if (p->state == OUT_READY) {
+		p->dirty = true;
+		if (!t->flush_scheduled) {
+			t->flush_scheduled = true;
+			uv_check_start(&t->flush_check, on_flush_check);
+			uv_idle_start(&t->flush_idle, on_flush_idle);
+		}
+	}
 }
 
 int peer_transport_send2(struct peer_transport *t, uint64_t to, uint8_t type,
@@ -808,13 +846,6 @@ err_after_fresh:
 
 /* ---- life cycle -------------------------------------------------------- */
 
-static void on_failed_srv_done(void *data)
-{
-	struct peer_transport *t = data;
-	free(t->peers);
-	free(t);
-}
-
 int peer_transport_new(const struct peer_transport_config *cfg,
 		       const struct peer_member *members, size_t nmembers,
 		       peer_on_message on_message, void *data,
@@ -877,6 +908,8 @@ int peer_transport_new(const struct peer_transport_config *cfg,
 		free(t);
 		return rc;
 	}
+	uv_check_init(cfg->loop, &t->flush_check);
+	uv_idle_init(cfg->loop, &t->flush_idle);
 	for (size_t i = 0; i < cfg->nlisten; i++) {
 		rc = net_server_listen(t->srv, &cfg->listen[i],
 				       cfg->server_tls);
@@ -891,8 +924,8 @@ int peer_transport_new(const struct peer_transport_config *cfg,
 	return 0;
 
 err_after_srv:
-	t->closing = true;
-	net_server_shutdown(t->srv, 0, on_failed_srv_done, t);
+	/* The same path as peer_transport_close, without a callback. */
+	peer_transport_close(t, NULL, NULL);
 	return rc;
 }
 
@@ -936,6 +969,13 @@ static void on_timer_close(uv_handle_t *h)
 	maybe_finish(t);
 }
 
+static void on_flush_close(uv_handle_t *h)
+{
+	struct peer_transport *t = h->data;
+	t->live--;
+	maybe_finish(t);
+}
+
 static void on_srv_done(void *data)
 {
 	struct peer_transport *t = data;
@@ -962,5 +1002,9 @@ void peer_transport_close(struct peer_transport *t, void (*cb)(void *data),
 		t->live++;
 		uv_close((uv_handle_t *)&p->timer, on_timer_close);
 	}
+	t->live += 2;
+	t->flush_check.data = t->flush_idle.data = t;
+	uv_close((uv_handle_t *)&t->flush_check, on_flush_close);
+	uv_close((uv_handle_t *)&t->flush_idle, on_flush_close);
 	net_server_shutdown(t->srv, CLOSE_GRACE_MS, on_srv_done, t);
 }
