@@ -892,7 +892,8 @@ int kvraft_io_new(uv_loop_t *loop, const struct kvraft_io_options *opts,
 			 kv_strerror(rv));
 		goto err;
 	}
-	struct wal_options wo = {.sync = opts->sync,
+	struct wal_options wo = {.vfs = opts->vfs,
+				 .sync = opts->sync,
 				 .segment_size = opts->segment_size};
 	rv = wal_open(io->wal_dir, &wo, &io->wal, errmsg, errlen);
 	if (rv != 0)

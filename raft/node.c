@@ -871,7 +871,8 @@ int kvraft_node_new(uv_loop_t *loop, const struct kvraft_node_config *cfg,
 					    .net = net,
 					    .sync = cfg->wal_sync,
 					    .segment_size =
-						    cfg->wal_segment_size};
+						    cfg->wal_segment_size,
+					    .vfs = cfg->wal_vfs};
 	rv = kvraft_io_new(loop, &io_opts, &n->io, errmsg, errlen);
 	if (rv != 0)
 		goto err;
@@ -1001,6 +1002,7 @@ void node_close_step(struct kvraft_node *n)
 	void (*cb)(void *) = n->close_cb;
 	void *arg = n->close_arg;
 	kvraft_io_free(n->io);
+	free(n->snap_job); /* raft closed: no finalize can follow */
 	free(n->dir);
 	free(n->name);
 	free(n);

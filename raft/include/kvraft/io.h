@@ -37,6 +37,8 @@ struct kvraft_io_options {
 	struct kvraft_net *net;  /* borrowed; must outlive the io */
 	enum wal_sync_mode sync; /* WAL_SYNC_DATA unless testing */
 	uint64_t segment_size;   /* 0 = WAL default */
+	struct vfs *vfs;         /* WAL's vfs; NULL = POSIX (tests inject
+				  * faults); borrowed */
 };
 
 /* Optional hooks for the node (all on the loop thread). */

@@ -68,6 +68,7 @@ struct kvraft_node_config {
 	unsigned snapshot_chunk;      /* bytes per PEER_MSG_SNAPSHOT; 0 = 1 MiB */
 	enum wal_sync_mode wal_sync;  /* WAL_SYNC_DATA unless testing */
 	uint64_t wal_segment_size;    /* 0 = WAL default */
+	struct vfs *wal_vfs;          /* NULL = POSIX; tests inject faults */
 };
 
 struct kvraft_node;

@@ -17,6 +17,7 @@
 #include "kvraft/io.h"
 #include "kvraft/transport.h"
 #include "raft_test_util.h"
+#include "storage/vfs.h"
 
 struct env {
 	uv_loop_t loop;
@@ -61,6 +62,8 @@ struct tio {
 	int nrecv;
 	struct raft_message last;
 	uint64_t durable;
+	int failstops;
+	struct vfs *vfs;
 };
 
 static void on_tick(struct raft_io *io)
@@ -87,6 +90,13 @@ static uint64_t durable_hook(void *data)
 	return t->durable;
 }
 
+static void failstop_hook(void *data, int err)
+{
+	struct tio *t = data;
+	(void)err;
+	t->failstops++;
+}
+
 static void free_loaded(struct tio *t)
 {
 	if (t->snap) {
@@ -104,30 +114,40 @@ static void free_loaded(struct tio *t)
 	t->n = 0;
 }
 
-static void tio_open(struct env *e, struct tio *t, const char *sub,
-		     uint64_t id)
+static void tio_open_vfs(struct env *e, struct tio *t, const char *sub,
+			 uint64_t id, struct vfs *vfs)
 {
 	char dir[4096];
 	snprintf(dir, sizeof(dir), "%s/%s", e->dir, sub);
 	struct kvraft_io_options o = {.dir = dir,
 				      .net = rt_net_add(&e->net, id),
 				      .sync = WAL_SYNC_DATA,
-				      .segment_size = 64 * 1024};
+				      .segment_size = 64 * 1024,
+				      .vfs = vfs};
 	memset(t, 0, sizeof(*t));
 	t->id = id;
+	t->vfs = vfs;
 	char err[256];
 	int rv = kvraft_io_new(&e->loop, &o, &t->io, err, sizeof(err));
 	if (rv != 0)
 		fail_msg("kvraft_io_new: %s", err);
 	t->r = kvraft_io_raft(t->io);
 	assert_int_equal(t->r->version, 2);
-	struct kvraft_io_hooks h = {.data = t, .durable_index = durable_hook};
+	struct kvraft_io_hooks h = {.data = t,
+				    .durable_index = durable_hook,
+				    .on_failstop = failstop_hook};
 	kvraft_io_set_hooks(t->io, &h);
 	assert_int_equal(t->r->init(t->r, id, "x"), 0);
 	t->r->data = t;
 	assert_int_equal(t->r->load(t->r, &t->term, &t->vote, &t->snap,
 				    &t->start, &t->ents, &t->n),
 			 0);
+}
+
+static void tio_open(struct env *e, struct tio *t, const char *sub,
+		     uint64_t id)
+{
+	tio_open_vfs(e, t, sub, id, NULL);
 }
 
 static void tio_start(struct tio *t)
@@ -765,6 +785,120 @@ static void test_send_receive(void **state)
 	tio_close(e, &b);
 }
 
+/* A failed fsync: the batch reports RAFT_IOERR (never success), queued
+ * appends fail too, and the io refuses everything afterwards. */
+static void test_wal_failure_is_failstop(void **state)
+{
+	struct env *e = *state;
+	struct vfs *vfs = vfs_fault_new(vfs_posix());
+	struct tio t;
+	tio_open_vfs(e, &t, "f", 1, vfs);
+	tio_start(&t);
+	append_range(e, &t, 1, 5, 1);
+	vfs_fault_arm(vfs, VFS_OP_SYNC, 1, KV_EIO, true);
+	struct app a[3];
+	int order[3], done = 0;
+	memset(a, 0, sizeof(a));
+	for (int k = 0; k < 3; k++) {
+		a[k].n = 1;
+		a[k].req.data = &a[k];
+		a[k].order = order;
+		a[k].done = &done;
+		a[k].seq = k;
+		fill(&a[k].ents[0], 6 + (uint64_t)k, 1);
+		int rv = t.r->append(t.r, &a[k].req, a[k].ents, 1, on_append);
+		/* once the failure is known, appends are refused at once */
+		if (rv != 0) {
+			assert_int_equal(rv, RAFT_IOERR);
+			done++;
+			order[k] = k;
+			a[k].status = rv;
+		}
+	}
+	struct counter c = {&done, 3};
+	assert_true(rt_run_until(&e->loop, reached, &c, 10000));
+	for (int k = 0; k < 3; k++) {
+		assert_int_equal(a[k].status, RAFT_IOERR);
+		free(a[k].ents[0].buf.base);
+	}
+	assert_true(kvraft_io_failed(t.io));
+	assert_int_equal(t.failstops, 1);
+	assert_int_equal(t.r->set_term(t.r, 9), RAFT_IOERR);
+	assert_int_equal(t.r->set_vote(t.r, 2), RAFT_IOERR);
+	assert_int_equal(t.r->truncate(t.r, 3), RAFT_IOERR);
+	struct app b = {.req.data = &b, .order = order, .done = &done};
+	fill(&b.ents[0], 6, 1);
+	assert_int_equal(t.r->append(t.r, &b.req, b.ents, 1, on_append),
+			 RAFT_IOERR);
+	free(b.ents[0].buf.base);
+	tio_close(e, &t);
+	vfs_destroy(vfs);
+	/* what was acknowledged is on disk */
+	tio_open(e, &t, "f", 1);
+	assert_true(t.n >= 5);
+	for (size_t i = 0; i < 5; i++)
+		check_entry(&t.ents[i], i + 1, 1);
+	tio_close(e, &t);
+}
+
+/* 0.15 would count a follower's ack of older-term entries toward commit
+ * (Figure 8). The io clamps a leader's view of such an ack to its commit
+ * index; acks reaching an entry of the current term pass unchanged. */
+static struct raft_message clamp_seen;
+static void clamp_recv(struct raft_io *io, struct raft_message *m)
+{
+	(void)io;
+	clamp_seen = *m;
+}
+
+static uint64_t deliver_ack(struct tio *t, uint64_t term, uint64_t rejected,
+			    uint64_t last)
+{
+	struct raft_message m;
+	memset(&m, 0, sizeof(m));
+	m.type = RAFT_IO_APPEND_ENTRIES_RESULT;
+	m.append_entries_result.term = term;
+	m.append_entries_result.rejected = rejected;
+	m.append_entries_result.last_log_index = last;
+	kvraft_io_deliver(t->io, 2, &m);
+	return clamp_seen.append_entries_result.last_log_index;
+}
+
+static void test_leader_ack_clamp(void **state)
+{
+	struct env *e = *state;
+	struct tio t;
+	tio_open(e, &t, "c", 1);
+	assert_int_equal(t.r->start(t.r, 50, on_tick, clamp_recv), 0);
+	/* a fake leader in term 5: entries 1..20 of term 3, 21..22 of 5 */
+	struct raft *r = calloc(1, sizeof(*r));
+	struct raft_entry ents[32];
+	memset(ents, 0, sizeof(ents));
+	for (int i = 0; i < 22; i++)
+		ents[i].term = i < 20 ? 3 : 5;
+	r->state = RAFT_LEADER;
+	r->current_term = 5;
+	r->commit_index = 10;
+	r->log.entries = ents;
+	r->log.size = 32;
+	r->log.front = 0;
+	r->log.back = 22;
+	r->log.offset = 0;
+	t.r->data = r;
+	assert_int_equal(deliver_ack(&t, 5, 0, 20), 10);
+	assert_int_equal(deliver_ack(&t, 5, 0, 15), 10);
+	assert_int_equal(deliver_ack(&t, 5, 0, 8), 8);
+	assert_int_equal(deliver_ack(&t, 5, 0, 21), 21);
+	assert_int_equal(deliver_ack(&t, 5, 0, 30), 30); /* raft caps it */
+	assert_int_equal(deliver_ack(&t, 5, 7, 20), 20); /* a rejection */
+	assert_int_equal(deliver_ack(&t, 4, 0, 20), 20); /* stale term */
+	r->state = RAFT_FOLLOWER;
+	assert_int_equal(deliver_ack(&t, 5, 0, 20), 20);
+	t.r->data = &t;
+	free(r);
+	tio_close(e, &t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -780,6 +914,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_put_get, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_send_receive, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_wal_failure_is_failstop,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_leader_ack_clamp, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
