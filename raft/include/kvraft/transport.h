@@ -43,7 +43,8 @@
  * HELLO answer with the wrong identity) close that connection only, log a
  * warning with the peer's address and the reason, and count refused_conns.
  *
- * Threads: everything on the loop thread given at creation. */
+ * Threads: everything on the loop thread given at creation. The process
+ * must ignore SIGPIPE (as every libuv program writing to sockets must). */
 #ifndef KVRAFT_TRANSPORT_H
 #define KVRAFT_TRANSPORT_H
 
