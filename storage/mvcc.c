@@ -2064,6 +2064,20 @@ int mvcc_events(struct mvcc *m, struct mvcc_read *rd,
 		if (!in_range(r.key, r.klen, req->key, req->key_len,
 			      req->range_end, req->range_end_len))
 			continue;
+		if (r.main <= vw.compact) {
+			/* At the compacted revision itself (start == C):
+			 * only what compaction keeps, whether or not the
+			 * physical removal has run yet. */
+			struct rec kept;
+			bool found;
+			rc = get_at(m, vw.tc.cur, r.key, r.klen, vw.compact,
+				    &kept, &found);
+			if (rc != 0)
+				goto out;
+			if (!found || !rec_live(&kept) || kept.main != r.main ||
+			    kept.sub != r.sub)
+				continue;
+		}
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 64;
 			struct mvcc_event *ne =

@@ -328,8 +328,10 @@ struct mvcc_events_res {
  * max_events or max_scan records were examined, so the events of one
  * revision are never split; a batch may exceed max_events by the rest of
  * its last revision. KV_ECOMPACTED if start_revision < the compacted
- * revision (etcd's rule; at exactly the compacted revision, tombstones and
- * overwritten puts of that revision are gone, as in etcd). prev_kv is the
+ * revision (etcd's rule); at exactly the compacted revision only what
+ * compaction keeps is returned (no tombstones, no overwritten puts; as
+ * etcd after its compaction), before or after mvcc_compact_step ran, so
+ * results do not depend on physical progress. prev_kv is the
  * key at mod_revision - 1 for non-create events, omitted when compacted.
  */
 int mvcc_events(struct mvcc *m, struct mvcc_read *rd,

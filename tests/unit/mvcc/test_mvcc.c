@@ -1019,6 +1019,21 @@ static void test_compact_keeps_newest_drops_tombstones(void **state)
 	r.revision = 4;
 	assert_int_equal(mvcc_range(f->m, NULL, &r, &f->a, &res),
 			 KV_ECOMPACTED);
+	/* Events from exactly 5 already omit b's tombstone (as etcd after
+	 * compaction), before the physical removal. */
+	struct mvcc_events_req q0 = { 0 };
+	struct mvcc_events_res ev0;
+	q0.key = S("");
+	q0.key_len = 1;
+	q0.range_end = S("");
+	q0.range_end_len = 1;
+	q0.start_revision = 5;
+	assert_int_equal(mvcc_events(f->m, NULL, &q0, &f->a, &ev0), 0);
+	assert_int_equal(ev0.n_events, 2);
+	assert_int_equal(ev0.events[0].kv.mod_revision, 6);
+	q0.start_revision = 4;
+	assert_int_equal(mvcc_events(f->m, NULL, &q0, &f->a, &ev0),
+			 KV_ECOMPACTED);
 	finish_compaction(f);
 	assert_true(mvcc_invariants_ok(f->m));
 	r.revision = 5;

@@ -1054,7 +1054,8 @@ static void full_compare(struct run *R)
 	assert_true(mvcc_invariants_ok(R->m));
 }
 
-/* Events from a random start after finishing physical compaction. */
+/* Events from a random start (>= the compacted revision), with physical
+ * compaction finished or not. */
 struct flat {
 	int k;
 	const struct mrec *r;
@@ -1075,8 +1076,10 @@ static void events_compare(struct run *R)
 	struct flat *fl = NULL;
 	size_t nf = 0, cap = 0;
 
+	/* Half the time with physical compaction unfinished: the results
+	 * must not depend on it. */
 	ensure_write(R);
-	while (!done)
+	while (!done && rn(2))
 		assert_int_equal(RETRY(R, mvcc_compact_step(R->m, 1000, &done)),
 				 0);
 	struct mvcc_events_req q = { 0 };
