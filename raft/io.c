@@ -649,16 +649,21 @@ static void remove_old_snapshots(struct kvraft_io *io, uint64_t keep1,
 		return;
 	struct dirent *de;
 	while ((de = readdir(dir)) != NULL) {
+		/* <term>-<index>.snap and the state machine's side files
+		 * (<term>-<index>.snap.crc, ...) */
 		unsigned long long t, i;
-		char tail[8];
-		if (sscanf(de->d_name, "%llu-%llu.%7s", &t, &i, tail) != 3 ||
-		    strcmp(tail, "snap") != 0)
+		int end = 0;
+		if (sscanf(de->d_name, "%llu-%llu.snap%n", &t, &i, &end) != 2 ||
+		    end == 0 ||
+		    (de->d_name[end] != '\0' && de->d_name[end] != '.'))
 			continue;
 		if (i == keep1 || i == keep2)
 			continue;
 		char p[4200];
 		snprintf(p, sizeof(p), "%s/%s", io->snap_dir, de->d_name);
-		unlink(p);
+		if (unlink(p) == 0)
+			KV_INFO("raft", "removed old snapshot file", "file=%s keep=%llu,%llu",
+				p, (unsigned long long)keep1, (unsigned long long)keep2);
 	}
 	closedir(dir);
 }

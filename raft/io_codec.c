@@ -6,7 +6,7 @@
 
 #include "kv/errors.h"
 
-static const char desc_magic[8] = {'K', 'V', 'S', 'N', 'A', 'P', 'D', '1'};
+static const char desc_magic[8] = {'K', 'V', 'S', 'N', 'A', 'P', 'D', '2'};
 
 void io_put64(unsigned char *p, uint64_t v)
 {
@@ -44,6 +44,8 @@ void io_desc_encode(const struct kvraft_desc *d, unsigned char *p)
 	io_put64(p + 24, d->size);
 	io_put32(p + 32, d->crc);
 	io_put32(p + 36, 0);
+	io_put64(p + 40, d->file_index);
+	io_put64(p + 48, d->file_term);
 }
 
 int io_desc_decode(const void *buf, size_t len, struct kvraft_desc *d)
@@ -55,6 +57,10 @@ int io_desc_decode(const void *buf, size_t len, struct kvraft_desc *d)
 	d->term = io_get64(p + 16);
 	d->size = io_get64(p + 24);
 	d->crc = io_get32(p + 32);
+	d->file_index = io_get64(p + 40);
+	d->file_term = io_get64(p + 48);
+	if (io_get32(p + 36) != 0)
+		return KV_EPROTO;
 	return 0;
 }
 

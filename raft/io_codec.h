@@ -20,8 +20,13 @@
  * Configuration: u64 n, n x (u64 id, u64 role, u64 addr_len, addr bytes).
  *
  * Snapshot descriptor (the raft snapshot "data", KVRAFT_DESC_SIZE bytes):
- *   "KVSNAPD1" | u64 index | u64 term | u64 size | u32 crc | u32 zero
- * The state itself is the file <data-dir>/snap/<term>-<index>.snap. */
+ *   "KVSNAPD2" | u64 index | u64 term | u64 size | u32 crc | u32 zero |
+ *   u64 file_index | u64 file_term
+ * index/term are raft's (the snapshot's place in the log); the state is
+ * the file <data-dir>/snap/<term>-<index>.snap, which holds the state
+ * machine at file_index/file_term (>= index: the state machine may write
+ * a later consistent state, see kvraft_sm.write_snapshot). size and crc
+ * are what the state machine reported for the file. */
 #ifndef KVRAFT_IO_CODEC_H
 #define KVRAFT_IO_CODEC_H
 
@@ -30,7 +35,7 @@
 #include <stdint.h>
 
 #define KVRAFT_MSG_VERSION 1
-#define KVRAFT_DESC_SIZE 40u
+#define KVRAFT_DESC_SIZE 56u
 /* Largest number of entries / configuration servers accepted on decode. */
 #define KVRAFT_MAX_ENTRIES (1u << 20)
 #define KVRAFT_MAX_SERVERS 1024u
@@ -40,6 +45,8 @@ struct kvraft_desc {
 	uint64_t term;
 	uint64_t size;
 	uint32_t crc;
+	uint64_t file_index;
+	uint64_t file_term;
 };
 
 void io_put64(unsigned char *p, uint64_t v);

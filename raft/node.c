@@ -702,7 +702,7 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
 		j->term = term;
 	kvraft_io_snap_path(n->io, j->term, j->index, j->path,
 			    sizeof(j->path));
-	struct kvraft_desc d = {j->index, j->term, 0, 0};
+	struct kvraft_desc d = {j->index, j->term, 0, 0, j->index, j->term};
 	io_desc_encode(&d, j->desc);
 	j->buf.base = j->desc;
 	j->buf.len = KVRAFT_DESC_SIZE;
@@ -725,7 +725,9 @@ static int fsm_snapshot_async(struct raft_fsm *fsm, struct raft_buffer *bufs[],
 				       &size, &crc);
 	if (rv != 0)
 		return RAFT_IOERR;
-	struct kvraft_desc d = {j->index, j->term, size, crc};
+	if (idx < j->index)
+		return RAFT_IOERR; /* must hold at least the prepared index */
+	struct kvraft_desc d = {j->index, j->term, size, crc, idx, term};
 	io_desc_encode(&d, j->desc);
 	return 0;
 }
@@ -753,12 +755,12 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 	}
 	uint64_t ai = 0, at = 0;
 	n->sm->applied(n->sm->data, &ai, &at);
-	if (ai < d.index) {
+	if (ai < d.file_index) {
 		char path[4200];
 		kvraft_io_snap_path(n->io, d.term, d.index, path,
 				    sizeof(path));
-		int rv = n->sm->restore(n->sm->data, path, d.index, d.term,
-					d.crc);
+		int rv = n->sm->restore(n->sm->data, path, d.file_index,
+					d.file_term, d.crc);
 		if (rv != 0) {
 			node_failstop(n, rv, "state machine restore");
 			return RAFT_IOERR;
@@ -766,8 +768,8 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 		KV_INFO("raft", "state restored from snapshot",
 			"id=%llx index=%llu term=%llu",
 			(unsigned long long)n->id,
-			(unsigned long long)d.index,
-			(unsigned long long)d.term);
+			(unsigned long long)d.file_index,
+			(unsigned long long)d.file_term);
 	}
 	raft_free(buf->base);
 	return 0;

@@ -3,6 +3,7 @@
 #ifndef KVRAFT_NODE_INTERNAL_H
 #define KVRAFT_NODE_INTERNAL_H
 
+#include "io_codec.h"
 #include "kvraft/io.h"
 #include "kvraft/node.h"
 
@@ -12,7 +13,7 @@ struct snap_in;
 /* A snapshot being written by sm->write_snapshot (one at a time). */
 struct snap_job {
 	struct raft_buffer buf; /* the descriptor handed to raft */
-	unsigned char desc[40];
+	unsigned char desc[KVRAFT_DESC_SIZE];
 	char path[4200];
 	uint64_t index, term;
 };

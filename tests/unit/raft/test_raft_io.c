@@ -467,7 +467,7 @@ static void snapshot_put(struct env *e, struct tio *t, unsigned trailing,
 			 0);
 	s.configuration_index = 1;
 	unsigned char d[KVRAFT_DESC_SIZE];
-	struct kvraft_desc desc = {index, term, size, crc};
+	struct kvraft_desc desc = {index, term, size, crc, index + 3, term};
 	io_desc_encode(&desc, d);
 	struct raft_buffer b = {d, sizeof(d)};
 	s.bufs = &b;
@@ -498,6 +498,7 @@ static void check_snapshot(const struct raft_snapshot *s, uint64_t index,
 	assert_int_equal(d.term, term);
 	assert_int_equal(d.size, size);
 	assert_int_equal(d.crc, crc);
+	assert_int_equal(d.file_index, index + 3);
 }
 
 static void test_snapshot_put_get(void **state)

@@ -105,21 +105,25 @@ static int sm_apply(void *data, uint64_t index, uint64_t term,
 		memcpy(&seq, buf, 8);
 	else if (len != 0)
 		abort(); /* payload must arrive unpadded */
+	pthread_mutex_lock(&t->mu);
 	t->st.index = index;
 	t->st.term = term;
 	t->st.count++;
 	t->st.hash = (t->st.hash ^ seq) * 0x100000001b3ull + index;
 	push(&t->st, seq);
+	pthread_mutex_unlock(&t->mu);
 	return 0;
 }
 
 static int sm_apply_noop(void *data, uint64_t index, uint64_t term)
 {
 	struct tsm *t = data;
+	pthread_mutex_lock(&t->mu);
 	if (index > t->st.index) {
 		t->st.index = index;
 		t->st.term = term;
 	}
+	pthread_mutex_unlock(&t->mu);
 	return 0;
 }
 
@@ -156,9 +160,10 @@ static int sm_write(void *data, const char *path, uint64_t *index,
 {
 	struct tsm *t = data;
 	pthread_mutex_lock(&t->mu);
-	int rv = save(&t->snap, path, size, crc);
-	*index = t->snap.index;
-	*term = t->snap.term;
+	const struct tsm_state *s = t->write_latest ? &t->st : &t->snap;
+	int rv = save(s, path, size, crc);
+	*index = s->index;
+	*term = s->term;
 	t->snapshots++;
 	pthread_mutex_unlock(&t->mu);
 	return rv;
@@ -175,8 +180,10 @@ static int sm_restore(void *data, const char *path, uint64_t index,
 		free(s.seqs);
 		return rv ? rv : KV_ECORRUPT;
 	}
+	pthread_mutex_lock(&t->mu);
 	free(t->st.seqs);
 	t->st = s;
+	pthread_mutex_unlock(&t->mu);
 	rv = save(&t->st, t->path, NULL, NULL);
 	t->durable = t->st.index;
 	t->restores++;

@@ -26,6 +26,9 @@ struct tsm {
 	pthread_mutex_t mu;
 	int restores, snapshots;
 	int fail_apply_at; /* apply returns KV_EIO at this index (0 = never) */
+	/* write_snapshot writes the state as it is when the worker runs
+	 * (later than prepared, like an MVCC checkpoint), not the copy */
+	bool write_latest;
 };
 
 /* Loads <dir>/sm.state if present. */
