@@ -2641,7 +2641,9 @@ int mvcc_begin_write(struct mvcc *m)
 	}
 	mdb_env_info(m->env, &info);
 	m->used_at_begin = ((uint64_t)info.me_last_pgno + 1) * m->pagesize;
-	m->txn_est = 0;
+	/* Room for the txn's first path copies, splits and freelist pages,
+	 * which a per-op estimate does not see. */
+	m->txn_est = 64 * (uint64_t)m->pagesize;
 	m->free_counted = false;
 	return 0;
 }
