@@ -697,6 +697,131 @@ static void test_dead_peer_queue_bounded(void **state)
 		node_free(&ns[i]);
 }
 
+static void raw_written(uv_write_t *w, int status);
+
+/* A fake member 2 that answers HELLO and then never reads again. */
+struct stuck {
+	uv_tcp_t srv, conn;
+	uv_write_t wreq;
+	unsigned char hello[22];
+	unsigned char in[64];
+	size_t nin;
+	bool accepted, answered;
+	int closed;
+};
+
+static void stuck_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+	struct stuck *st = h->data;
+	(void)sz;
+	*b = uv_buf_init((char *)st->in + st->nin,
+			 (unsigned)(sizeof(st->in) - st->nin));
+}
+
+static void stuck_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct stuck *st = s->data;
+	(void)b;
+	if (n <= 0)
+		return;
+	st->nin += (size_t)n;
+	if (st->nin < 22 || st->answered)
+		return;
+	/* Got node 1's HELLO: answer as member 2 and stop reading. */
+	uv_read_stop(s);
+	kv_store_u32le(st->hello, 18);
+	st->hello[4] = PEER_MSG_HELLO;
+	st->hello[5] = 1;
+	kv_store_u64le(st->hello + 6, CLUSTER);
+	kv_store_u64le(st->hello + 14, 2);
+	uv_buf_t w = uv_buf_init((char *)st->hello, sizeof(st->hello));
+	uv_write(&st->wreq, s, &w, 1, raw_written);
+	st->answered = true;
+}
+
+static void stuck_on_conn(uv_stream_t *srv, int status)
+{
+	struct stuck *st = srv->data;
+	assert_int_equal(status, 0);
+	assert_false(st->accepted);
+	uv_tcp_init(&loop, &st->conn);
+	st->conn.data = st;
+	assert_int_equal(uv_accept(srv, (uv_stream_t *)&st->conn), 0);
+	/* A small receive buffer so the kernel holds little. */
+	int sz = 4096;
+	uv_recv_buffer_size((uv_handle_t *)&st->conn, &sz);
+	st->accepted = true;
+	uv_read_start((uv_stream_t *)&st->conn, stuck_alloc, stuck_read);
+}
+
+static void stuck_closed(uv_handle_t *h)
+{
+	((struct stuck *)h->data)->closed++;
+}
+
+static bool stuck_all_closed(void *arg)
+{
+	return ((struct stuck *)arg)->closed == 2;
+}
+
+/* A member that is connected but stops reading: what the transport holds
+ * for it (queue + connection output) stays bounded; sends get KV_EBUSY. */
+static void test_stuck_peer_bounded(void **state)
+{
+	struct node n;
+	struct peer_transport_config c;
+	struct stuck st;
+	struct sockaddr_in a;
+	int len = sizeof(a);
+	const size_t limit = 256 * 1024;
+	/* queue + net's output limit (4 MiB) + one 64 KiB batch */
+	const size_t bound = limit + (4u << 20) + 64 * 1024;
+	size_t ok = 0;
+
+	(void)state;
+	memset(&st, 0, sizeof(st));
+	uv_tcp_init(&loop, &st.srv);
+	st.srv.data = &st;
+	uv_ip4_addr("127.0.0.1", 0, &a);
+	assert_int_equal(uv_tcp_bind(&st.srv, (struct sockaddr *)&a, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&st.srv, 4, stuck_on_conn),
+			 0);
+	uv_tcp_getsockname(&st.srv, (struct sockaddr *)&a, &len);
+
+	init_nodes(&n, 1, false);
+	c = base_cfg(&n);
+	c.max_queue_bytes = limit;
+	node_start(&n, &c, 0);
+	struct peer_member m[2] = {
+		member(1, false, "127.0.0.1", n.port),
+		member(2, false, "127.0.0.1", ntohs(a.sin_port)),
+	};
+	assert_int_equal(peer_transport_set_members(n.t, m, 2), 0);
+	/* Send until refused, letting the loop write in between. */
+	for (uint32_t s = 1; s <= 100000; s++) {
+		int rc = send_seq(&n, 2, s, 4000);
+		if (rc == KV_EBUSY)
+			break;
+		assert_int_equal(rc, 0);
+		ok++;
+		assert_true(peer_transport_pending(n.t, 2) <= bound);
+		if (s % 16 == 0)
+			uv_run(&loop, UV_RUN_NOWAIT);
+	}
+	assert_true(st.answered);
+	assert_true(ok < 100000);
+	assert_int_equal(stats(&n).connects, 1);
+	run_for(200);
+	assert_true(peer_transport_pending(n.t, 2) <= bound);
+	assert_true(peer_transport_pending(n.t, 2) >= limit - 4005);
+	assert_int_equal(send_seq(&n, 2, 1, 4000), KV_EBUSY);
+	assert_true(stats(&n).dropped >= 2);
+	node_free(&n);
+	uv_close((uv_handle_t *)&st.conn, stuck_closed);
+	uv_close((uv_handle_t *)&st.srv, stuck_closed);
+	assert_true(wait_for(stuck_all_closed, &st, WAIT_MS));
+}
+
 /* A peer closed and recreated on the same port: the queue kept while it
  * was down and later messages are delivered over a new connection. */
 static void reconnect(bool tls)
@@ -1144,6 +1269,8 @@ int main(void)
 			test_wrong_cluster_and_unknown_member, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dead_peer_queue_bounded,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stuck_peer_bounded, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_reconnect_plain, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_reconnect_tls, setup,
