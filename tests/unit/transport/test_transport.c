@@ -703,7 +703,7 @@ static void raw_written(uv_write_t *w, int status);
 struct stuck {
 	uv_tcp_t srv, conn;
 	uv_write_t wreq;
-	unsigned char hello[22];
+	unsigned char hello[22 + 9];
 	unsigned char in[64];
 	size_t nin;
 	bool accepted, answered;
@@ -734,6 +734,10 @@ static void stuck_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	st->hello[5] = 1;
 	kv_store_u64le(st->hello + 6, CLUSTER);
 	kv_store_u64le(st->hello + 14, 2);
+	/* and one message back on node 1's own (dialled) connection */
+	kv_store_u32le(st->hello + 22, 5);
+	st->hello[26] = PEER_MSG_READ_INDEX;
+	kv_store_u32le(st->hello + 27, 77);
 	uv_buf_t w = uv_buf_init((char *)st->hello, sizeof(st->hello));
 	uv_write(&st->wreq, s, &w, 1, raw_written);
 	st->answered = true;
@@ -765,7 +769,9 @@ static bool stuck_all_closed(void *arg)
 }
 
 /* A member that is connected but stops reading: what the transport holds
- * for it (queue + connection output) stays bounded; sends get KV_EBUSY. */
+ * for it (queue + connection output) stays bounded; sends get KV_EBUSY.
+ * A frame the member sends back on the dialled connection is delivered
+ * as from that member. */
 static void test_stuck_peer_bounded(void **state)
 {
 	struct node n;
@@ -810,6 +816,10 @@ static void test_stuck_peer_bounded(void **state)
 	}
 	assert_true(st.answered);
 	assert_true(ok < 100000);
+	assert_true(wait_rx(&n, 1));
+	assert_int_equal(n.rx[0].from, 2);
+	assert_int_equal(n.rx[0].type, PEER_MSG_READ_INDEX);
+	assert_int_equal(n.rx[0].seq, 77);
 	assert_int_equal(stats(&n).connects, 1);
 	run_for(200);
 	assert_true(peer_transport_pending(n.t, 2) <= bound);
