@@ -1252,6 +1252,19 @@ static void one_op(struct run *R)
 		if (mvcc_in_write(R->m))
 			assert_int_equal(mvcc_commit(R->m, false), 0);
 		R->stats[7]++;
+		/* A read handle sees the committed state, now the model's. */
+		struct mvcc_read *rd;
+		struct mvcc_range_req q;
+		struct mvcc_range_res e, g;
+		gen_range(&R->M, &q, rn(2));
+		assert_int_equal(mvcc_read_begin(R->m, &rd), 0);
+		assert_int_equal(mvcc_read_revision(rd), R->M.rev);
+		re = m_range(&R->M, &q, R->M.rev, a, &e);
+		rg = mvcc_range(R->m, rd, &q, a, &g);
+		assert_int_equal(re, rg);
+		if (re == 0)
+			range_check(&e, &g);
+		mvcc_read_end(rd);
 	} else if (c < 980) {
 		reopen(R);
 		full_compare(R);
