@@ -71,6 +71,7 @@ struct kvraft_node {
 	struct snap_out *snap_out; /* outgoing streams (list) */
 	struct snap_in *snap_in;   /* incoming streams (list) */
 	uint64_t next_stream;
+	int snap_pending; /* received files being published on a worker */
 
 	void (*close_cb)(void *arg);
 	void *close_arg;
@@ -87,8 +88,8 @@ void node_snapshot_on_chunk(struct kvraft_node *n, uint64_t from,
 void node_snapshot_on_ack(struct kvraft_node *n, uint64_t from,
 			  const void *body, size_t len);
 void node_snapshot_sweep(struct kvraft_node *n);
-/* Aborts every stream; returns how many handles are closing (each calls
- * node_close_step when closed). */
+/* Aborts every stream; returns how many worker jobs are still running
+ * (each calls node_close_step when done). */
 int node_snapshot_close(struct kvraft_node *n);
 void node_close_step(struct kvraft_node *n);
 

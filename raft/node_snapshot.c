@@ -227,44 +227,110 @@ static int fsync_dir(const char *dir)
 	return rv;
 }
 
-/* The final chunk arrived and the file is complete: verify and publish. */
+/* Publishing a complete file: fsync, rename, fsync dir on a worker. */
+struct fin_work {
+	uv_work_t work;
+	struct kvraft_node *node;
+	struct snap_in *in; /* off the list, owned here */
+	struct raft_message m;
+	uint64_t stream, total, index;
+	char path[4200];
+	const char *dir;
+	int status;
+};
+
+static void fin_work_fn(uv_work_t *w)
+{
+	struct fin_work *f = w->data;
+	if (fsync(f->in->fd) != 0 || rename(f->in->tmp, f->path) != 0) {
+		f->status = kv_from_errno(errno);
+		return;
+	}
+	f->status = fsync_dir(f->dir);
+}
+
+static void fin_after(uv_work_t *w, int status)
+{
+	struct fin_work *f = w->data;
+	struct kvraft_node *n = f->node;
+	struct snap_in *in = f->in;
+	uint64_t from = in->from;
+	(void)status;
+	n->snap_pending--;
+	close(in->fd);
+	in->fd = -1;
+	if (f->status != 0)
+		unlink(in->tmp);
+	free(in);
+	if (n->closing || n->failed) {
+		io_msg_release(&f->m);
+		free(f);
+		if (n->closing)
+			node_close_step(n);
+		return;
+	}
+	if (f->status == 0) {
+		KV_INFO("raft", "snapshot received",
+			"from=%llx index=%llu size=%llu",
+			(unsigned long long)from, (unsigned long long)f->index,
+			(unsigned long long)f->total);
+		kvraft_io_deliver(n->io, from, &f->m);
+	} else {
+		KV_WARN("raft", "cannot store received snapshot",
+			"from=%llx err=\"%s\"", (unsigned long long)from,
+			kv_strerror(f->status));
+		io_msg_release(&f->m);
+	}
+	ack(n, from, f->stream, f->status == 0 ? f->total : 0, f->status);
+	free(f);
+}
+
+/* The final chunk arrived and the file is complete: verify, then publish
+ * it off the loop. 0 when the work was queued (it acks); else an error
+ * (in is still on the list). */
 static int finish_in(struct kvraft_node *n, struct snap_in *in,
 		     const unsigned char *meta, size_t meta_len,
 		     uint64_t total, uint32_t crc)
 {
 	if (in->offset != total || in->crc != crc)
 		return KV_ECORRUPT;
-	struct raft_message m;
-	int rv = io_msg_decode(meta, meta_len, &m);
-	if (rv != 0)
+	struct fin_work *f = calloc(1, sizeof(*f));
+	if (f == NULL)
+		return KV_ENOMEM;
+	int rv = io_msg_decode(meta, meta_len, &f->m);
+	if (rv != 0) {
+		free(f);
 		return rv;
+	}
 	struct kvraft_desc d;
-	if (m.type != RAFT_IO_INSTALL_SNAPSHOT ||
-	    io_desc_decode(m.install_snapshot.data.base,
-			   m.install_snapshot.data.len, &d) != 0 ||
-	    d.index != m.install_snapshot.last_index || d.size != total) {
-		io_msg_release(&m);
+	if (f->m.type != RAFT_IO_INSTALL_SNAPSHOT ||
+	    io_desc_decode(f->m.install_snapshot.data.base,
+			   f->m.install_snapshot.data.len, &d) != 0 ||
+	    d.index != f->m.install_snapshot.last_index || d.size != total) {
+		io_msg_release(&f->m);
+		free(f);
 		return KV_EPROTO;
 	}
-	if (fsync(in->fd) != 0) {
-		rv = kv_from_errno(errno);
-		io_msg_release(&m);
-		return rv;
+	kvraft_io_snap_path(n->io, d.term, d.index, f->path, sizeof(f->path));
+	f->dir = kvraft_io_snap_dir(n->io);
+	f->node = n;
+	f->stream = in->stream;
+	f->total = total;
+	f->index = d.index;
+	f->work.data = f;
+	f->in = in;
+	if (uv_queue_work(n->loop, &f->work, fin_work_fn, fin_after) != 0) {
+		io_msg_release(&f->m);
+		free(f);
+		return KV_EIO;
 	}
-	char path[4200];
-	kvraft_io_snap_path(n->io, d.term, d.index, path, sizeof(path));
-	if (rename(in->tmp, path) != 0 ||
-	    fsync_dir(kvraft_io_snap_dir(n->io)) != 0) {
-		rv = kv_from_errno(errno);
-		io_msg_release(&m);
-		return rv;
-	}
-	KV_INFO("raft", "snapshot received", "from=%llx index=%llu size=%llu",
-		(unsigned long long)in->from, (unsigned long long)d.index,
-		(unsigned long long)total);
-	uint64_t from = in->from;
-	in_free(n, in, false);
-	kvraft_io_deliver(n->io, from, &m);
+	/* off the list: a new stream from the same peer starts afresh */
+	struct snap_in **pp = &n->snap_in;
+	while (*pp && *pp != in)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = in->next;
+	n->snap_pending++;
 	return 0;
 }
 
@@ -334,7 +400,6 @@ void node_snapshot_on_chunk(struct kvraft_node *n, uint64_t from,
 	in->offset += dlen;
 	in->last_activity = uv_now(n->loop);
 	if (flags & FLAG_FINAL) {
-		uint64_t next = in->offset;
 		int rv = finish_in(n, in, b + CHUNK_HDR, (size_t)meta_len,
 				   total, crc);
 		if (rv != 0) {
@@ -342,9 +407,8 @@ void node_snapshot_on_chunk(struct kvraft_node *n, uint64_t from,
 				"from=%llx err=\"%s\"",
 				(unsigned long long)from, kv_strerror(rv));
 			in_free(n, in, true);
+			ack(n, from, stream, 0, rv);
 		}
-		if (!n->closing)
-			ack(n, from, stream, next, rv);
 		return;
 	}
 	ack(n, from, stream, in->offset, 0);
@@ -376,5 +440,5 @@ int node_snapshot_close(struct kvraft_node *n)
 		out_free(n, n->snap_out);
 	while (n->snap_in)
 		in_free(n, n->snap_in, true);
-	return 0;
+	return n->snap_pending; /* each fin_after steps once */
 }
