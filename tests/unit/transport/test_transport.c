@@ -1065,6 +1065,59 @@ static void test_split_frames(void **state)
 		node_free(&ns[i]);
 }
 
+/* Random frames after a valid HELLO (random lengths, types, cuts) never
+ * crash or wedge the receiver: each connection ends in a clean close at
+ * the latest at a trailing run of 0xff (a length over max_frame), and
+ * the real member still gets through afterwards. */
+static void test_random_after_hello(void **state)
+{
+	struct node ns[2];
+	struct peer_transport_config c;
+	unsigned char buf[22 + 600 + 700];
+	uint64_t x = uv_hrtime() | 1;
+
+	(void)state;
+	init_nodes(ns, 2, false);
+	c = base_cfg(&ns[0]);
+	c.max_frame = 256;
+	node_start(&ns[0], &c, 0);
+	node_start(&ns[1], NULL, 0);
+	connect_all(ns, 2);
+	for (int round = 0; round < 30; round++) {
+		size_t n = 22;
+		kv_store_u32le(buf, 18);
+		buf[4] = PEER_MSG_HELLO;
+		buf[5] = 1;
+		kv_store_u64le(buf + 6, CLUSTER);
+		kv_store_u64le(buf + 14, 2);
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		size_t k = x % 600;
+		for (size_t i = 0; i < k; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			/* mostly small lengths, so frames do get delivered */
+			buf[n++] = (unsigned char)((i % 4 == 1 || i % 4 == 2 ||
+						    i % 4 == 3)
+						   ? (x % 3 == 0 ? x >> 8 : 0)
+						   : x >> 8);
+		}
+		memset(buf + n, 0xff, 700);
+		n += 700;
+		raw_expect_close(ns[0].port, buf, n);
+	}
+	size_t before = ns[0].nrx;
+	run_for(300); /* node 2 redials after its connection was replaced */
+	assert_int_equal(send_seq(&ns[1], 1, 1000, 100), 0);
+	assert_true(wait_rx(&ns[0], before + 1));
+	assert_int_equal(ns[0].rx[ns[0].nrx - 1].from, 2);
+	assert_int_equal(ns[0].rx[ns[0].nrx - 1].seq, 1000);
+	for (int i = 0; i < 2; i++)
+		node_free(&ns[i]);
+}
+
 /* Garbage from a raw socket closes only that connection, plaintext and
  * TLS; the members keep talking. Also a raw HELLO followed by a length
  * over max_frame. */
@@ -1286,6 +1339,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconnect_tls, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_split_frames, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_random_after_hello, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_plain, setup,
 						teardown),
