@@ -409,6 +409,30 @@ static void test_bootstrap(void **state)
 	raft_configuration_close(&conf);
 }
 
+static void test_recover_appends_configuration(void **state)
+{
+	struct env *e = *state;
+	struct tio t;
+	tio_open(e, &t, "r", 1);
+	tio_start(&t);
+	append_range(e, &t, 1, 7, 1);
+	struct raft_configuration conf;
+	raft_configuration_init(&conf);
+	assert_int_equal(raft_configuration_add(&conf, 1, "1", RAFT_VOTER), 0);
+	assert_int_equal(t.r->recover(t.r, &conf), 0);
+	tio_close(e, &t);
+	tio_open(e, &t, "r", 1);
+	assert_int_equal(t.n, 8);
+	assert_int_equal(t.ents[7].type, RAFT_CHANGE);
+	struct raft_buffer enc;
+	assert_int_equal(raft_configuration_encode(&conf, &enc), 0);
+	assert_int_equal(enc.len, t.ents[7].buf.len);
+	assert_memory_equal(enc.base, t.ents[7].buf.base, enc.len);
+	raft_free(enc.base);
+	raft_configuration_close(&conf);
+	tio_close(e, &t);
+}
+
 /* ---- snapshots ---- */
 
 struct put {
@@ -912,6 +936,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bootstrap, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_recover_appends_configuration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_put_get, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_send_receive, setup,
