@@ -1276,6 +1276,62 @@ static void test_set_members(void **state)
 		node_free(&ns[i]);
 }
 
+/* Answering from inside on_message (what raft does all the time). */
+static void on_message_echo(void *data, uint64_t from, uint8_t type,
+			    const void *body, size_t len)
+{
+	struct node *n = data;
+	on_message(data, from, type, body, len);
+	if (type == PEER_MSG_FORWARD)
+		assert_int_equal(peer_transport_send(n->t, from,
+						     PEER_MSG_FORWARD_RESULT,
+						     body, len),
+				 0);
+}
+
+static void test_send_from_callback(void **state)
+{
+	struct node ns[2];
+	struct peer_transport_config c;
+	struct net_url lu;
+	struct peer_member self;
+
+	(void)state;
+	init_nodes(ns, 2, true);
+	node_start(&ns[0], NULL, 0);
+	c = base_cfg(&ns[1]);
+	ns[1].stls = make_ctx(true, "m2", "ca");
+	ns[1].ctls = make_ctx(false, "m2", "ca");
+	c.server_tls = ns[1].stls;
+	c.client_tls = ns[1].ctls;
+	memset(&lu, 0, sizeof(lu));
+	lu.tls = true;
+	snprintf(lu.host, sizeof(lu.host), "127.0.0.1");
+	c.listen = &lu;
+	c.nlisten = 1;
+	self = member(2, true, "127.0.0.1", 0);
+	assert_int_equal(peer_transport_new(&c, &self, 1, on_message_echo,
+					    &ns[1], &ns[1].t),
+			 0);
+	ns[1].port = peer_transport_port(ns[1].t, 0);
+	connect_all(ns, 2);
+	for (uint32_t s = 1; s <= 200; s++) {
+		unsigned char *b = make_body(s, 64);
+		assert_int_equal(peer_transport_send(ns[0].t, 2,
+						     PEER_MSG_FORWARD, b, 64),
+				 0);
+		free(b);
+	}
+	assert_true(wait_rx(&ns[0], 200));
+	for (uint32_t i = 0; i < 200; i++) {
+		assert_int_equal(ns[0].rx[i].type, PEER_MSG_FORWARD_RESULT);
+		assert_int_equal(ns[0].rx[i].seq, i + 1);
+	}
+	assert_int_equal(ns[0].bad_bodies, 0);
+	for (int i = 0; i < 2; i++)
+		node_free(&ns[i]);
+}
+
 /* Bad configurations are refused up front. */
 static void test_bad_config(void **state)
 {
@@ -1348,6 +1404,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_close_from_callback,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_from_callback, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_set_members, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_config, setup,
