@@ -11,7 +11,7 @@ node-llhttp libnghttp2-dev
 libprotobuf-c-dev protobuf-c-compiler
 libjansson-dev
 libcmocka-dev
-python3 python3-pytest python3-etcd3gw python3-etcd3 python3-requests
+python3 python3-pytest python3-etcd3gw python3-etcd3 python3-requests python3-grpcio
 etcd-server etcd-client
 lmdb-utils curl
 "
