@@ -70,3 +70,13 @@ def test_budget_gives_unknown():
     res = checker.check_history(hist, final=final, budget=0.0)
     assert res.verdict == "unknown", res
     assert "budget" in res.unknown[0]
+
+
+def test_non_atomic_range_needs_whole_history_search_or_revisions():
+    name, hist, _, _ = [b for b in selftest.bad_histories()
+                        if b[0] == "non-atomic range"][0]
+    # each key on its own is linearizable ...
+    assert checker.linearizable(hist, partition=True).verdict == "ok"
+    # ... the whole history is not, and the revision replay says why
+    assert checker.linearizable(hist, partition=False).verdict == "violation"
+    assert checker.check_reads_at_revision(hist, ["a", "b"])

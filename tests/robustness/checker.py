@@ -56,6 +56,7 @@ class Result:
         self.unknown = []      # partitions the search could not finish
         self.ops = 0           # ops in the history
         self.checked = 0       # ops that went through the search
+        self.notes = []        # e.g. the whole-history search was skipped
 
     @property
     def verdict(self):
@@ -464,6 +465,69 @@ def check_revision_order(history):
     return errs
 
 
+def check_reads_at_revision(history, keyspace):
+    """Replays the known writes: a read served at header revision h must
+    show, for every key it covers, the state after revision h. Known
+    writes are the acknowledged ones plus unknown puts/cas whose value a
+    read showed with its mod_revision (then their revision is known).
+    For each key a read covers, with the latest known write w to that key
+    at a revision <= h: a value read at mod_revision m needs m <= h and
+    w.rev <= m; an absent key needs w to be a delete (or no w), unless an
+    unknown-outcome delete of that key exists (its revision is never
+    learnt). Catches non-atomic ranges and reads served at another
+    revision than their header says. Same soundness conditions as
+    check_revision_order."""
+    import bisect
+    writes = {}      # key -> list of (rev, is_delete, op)
+    for o, rev in _writes(history):
+        writes.setdefault(o["key"], []).append((rev, o["op"] == "delete", o))
+    acked_vals = {o.get("value") for o, _ in _writes(history)}
+    unknown = {o["value"]: o for o in history
+               if o["status"] == "unknown" and o["op"] in ("put", "cas")}
+    unknown_del = {o["key"] for o in history
+                   if o["status"] == "unknown" and o["op"] == "delete"}
+    reads = []       # (op, header, key, value, mod_rev)
+    for o in history:
+        if o["status"] != "ok":
+            continue
+        r = o["result"]
+        h = r["rev"]
+        if o["op"] == "get" or (o["op"] == "cas" and not r.get("succeeded")):
+            reads.append((o, h, o["key"], r.get("value"), r.get("mod_rev")))
+        elif o["op"] == "range":
+            for k in op_keys(o, keyspace):
+                v, m = r.get("kvs", {}).get(k, (None, 0))
+                reads.append((o, h, k, v, m))
+        elif o["op"] == "delete" and not r.get("deleted", 0):
+            reads.append((o, h, o["key"], None, 0))
+    seen_unknown = set()
+    for o, h, k, v, m in reads:
+        if v in unknown and v not in acked_vals and v not in seen_unknown:
+            seen_unknown.add(v)
+            writes.setdefault(k, []).append((m, False, unknown[v]))
+    for k in writes:
+        writes[k].sort(key=lambda w: w[0])
+    revs = {k: [w[0] for w in ws] for k, ws in writes.items()}
+    errs = []
+    for o, h, k, v, m in reads:
+        ws = writes.get(k, [])
+        i = bisect.bisect_right(revs.get(k, []), h) - 1
+        w = ws[i] if i >= 0 else None
+        if v is not None:
+            if m is not None and m > h:
+                errs.append(f"read at revision {h} shows key {k} at a later "
+                            f"mod_revision {m}: {_describe(o)}")
+            elif w is not None and m is not None and w[0] > m:
+                errs.append(f"read at revision {h} shows key {k} at "
+                            f"mod_revision {m}, but {_describe(w[2])} wrote "
+                            f"it at revision {w[0]} <= {h}: {_describe(o)}")
+        elif w is not None and not w[1] and k not in unknown_del:
+            errs.append(f"read at revision {h} shows key {k} absent, but "
+                        f"{_describe(w[2])} wrote it at revision {w[0]} <= "
+                        f"{h}: {_describe(o)}")
+    return errs
+
+
 def check_final_reads(history, final):
     """final: {key: (value, mod_rev)} read linearizably after every op of
     the history returned (None value = absent), plus "_rev" = its header
@@ -512,8 +576,13 @@ def final_as_ops(final, t, first_id=10 ** 9):
 
 
 def check_history(history, final=None, keyspace=None, partition=True,
-                  budget=60.0, revision_order=True):
-    """All checks. Returns a Result."""
+                  budget=60.0, revision_order=True, whole=True):
+    """All checks. Returns a Result. With partition and whole, a search
+    over the whole history as one object (ranges atomic) follows the
+    per-key one when that passed, within what is left of the budget; if
+    it runs out, that is a note, not "unknown" (the per-key verdict
+    stands)."""
+    t0 = time.monotonic()
     res = Result()
     hist = list(history)
     res.ops = len(hist)
@@ -526,6 +595,17 @@ def check_history(history, final=None, keyspace=None, partition=True,
     res.violations += check_reads_of_written_values(hist)
     if revision_order:
         res.violations += check_revision_order(hist)
+        res.violations += check_reads_at_revision(hist, keyspace or sorted(
+            {o["key"] for o in hist if o["op"] != "range"}))
     linearizable(hist, keyspace=keyspace, partition=partition,
                  budget=budget, result=res)
+    left = budget - (time.monotonic() - t0)
+    if partition and whole and res.verdict == "ok" and \
+            any(o["op"] == "range" for o in hist):
+        w = linearizable(hist, keyspace=keyspace, partition=False,
+                         budget=max(left, 0.0))
+        res.violations += w.violations
+        if w.unknown:
+            res.notes.append("whole-history search (range atomicity) not "
+                             "finished within the budget")
     return res

@@ -86,6 +86,8 @@ def main():
                 print(f"  VIOLATION: {v}")
             for u in res["unknown_search"]:
                 print(f"  UNKNOWN: {u}")
+            for u in res["notes"]:
+                print(f"  note: {u}")
             if nv:
                 print(f"  history: {res['history']}")
                 worst = max(worst, 1)

@@ -149,7 +149,8 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
               for s in ("ok", "unknown", "fail")}
     return {"scenario": name, "seed": seed, "ops": len(ops), **counts,
             "checked": res.checked, "violations": res.violations,
-            "unknown_search": res.unknown, "verdict": res.verdict,
+            "unknown_search": res.unknown, "notes": res.notes,
+            "verdict": res.verdict,
             "history": str(hist_path), "events": events,
             "restarts": c.restarts,
             "duration": round(time.monotonic() - t0, 1)}

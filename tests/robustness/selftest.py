@@ -194,6 +194,19 @@ def bad_histories():
     out.append(("cas succeeded against a stale revision", b.ops, None,
                 "not linearizable"))
 
+    b = _Builder()   # a range that is not one snapshot: the per-key
+    # search passes (each key on its own fits), the revision replay not
+    b.put("b", "q", 2, 2, 3).put("a", "x", 3, 4, 5)
+    b.op("range", "a", 0, 10, {"rev": 3, "kvs": {"a": ["x", 3]}}, end="c",
+         client=1)
+    out.append(("non-atomic range", b.ops, None, "absent"))
+
+    b = _Builder()   # a read served at an older revision than its header
+    b.put("a", "x", 2, 0, 1).put("a", "y", 3, 2, 3)
+    b.get("a", "x", 2, 3, 0, 4, client=1)
+    out.append(("read older than its header revision", b.ops, None,
+                "wrote it at revision 3"))
+
     b = _Builder()   # a lost write the final read alone shows
     b.put("a", "x", 2, 0, 1)
     out.append(("acknowledged write missing at the end", b.ops,
