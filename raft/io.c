@@ -553,12 +553,42 @@ static int io_set_vote(struct raft_io *rio, raft_id server_id)
 	return 0;
 }
 
+/* Term of the entry at index in raft's in-memory log (0 if not there). */
+static uint64_t log_term_of(const struct raft *r, uint64_t index)
+{
+	const struct raft_log *l = &r->log;
+	size_t n = l->back >= l->front ? l->back - l->front
+				       : l->size - l->front + l->back;
+	if (index > l->offset && index <= l->offset + n)
+		return l->entries[(l->front + (index - l->offset - 1)) %
+				  l->size]
+			.term;
+	if (index == l->snapshot.last_index)
+		return l->snapshot.last_term;
+	return 0;
+}
+
 static int io_send(struct raft_io *rio, struct raft_io_send *req,
 		   const struct raft_message *m, raft_io_send_cb cb)
 {
 	struct kvraft_io *io = rio->impl;
 	if (io->failed || io->closing)
 		return RAFT_IOERR;
+	struct raft_message vote;
+	const struct raft *r = io->io.data;
+	if (m->type == RAFT_IO_REQUEST_VOTE && r != NULL &&
+	    m->request_vote.last_log_index > r->last_stored) {
+		/* 0.15 campaigns with entries it has not persisted yet
+		 * (fixed upstream in 0.18, PR #429): claim only what is on
+		 * disk, which can only make voters stricter. */
+		uint64_t t = log_term_of(r, r->last_stored);
+		if (t != 0 || r->last_stored == 0) {
+			vote = *m;
+			vote.request_vote.last_log_index = r->last_stored;
+			vote.request_vote.last_log_term = t;
+			m = &vote;
+		}
+	}
 	struct done *d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return RAFT_NOMEM;
@@ -1018,15 +1048,7 @@ void kvraft_io_deliver(struct kvraft_io *io, uint64_t from,
 		uint64_t last = raft_last_index(r);
 		if (li > last)
 			li = last;
-		const struct raft_log *l = &r->log;
-		size_t n = l->back >= l->front ? l->back - l->front
-					       : l->size - l->front + l->back;
-		uint64_t t = 0;
-		if (li > l->offset && li <= l->offset + n)
-			t = l->entries[(l->front + (li - l->offset - 1)) %
-				       l->size].term;
-		else if (li == l->snapshot.last_index)
-			t = l->snapshot.last_term;
+		uint64_t t = log_term_of(r, li);
 		if (t != r->current_term && a->last_log_index > r->commit_index)
 			a->last_log_index = r->commit_index;
 	}

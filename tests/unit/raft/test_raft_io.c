@@ -39,7 +39,9 @@ static int teardown(void **state)
 {
 	struct env *e = *state;
 	rt_net_close(&e->net);
-	uv_run(&e->loop, UV_RUN_DEFAULT);
+	/* bounded: after a failed assertion handles may remain open */
+	for (int i = 0; i < 100 && uv_run(&e->loop, UV_RUN_NOWAIT) != 0; i++)
+		;
 	assert_int_equal(uv_loop_close(&e->loop), 0);
 	rt_rmtree(e->dir);
 	free(e->dir);
@@ -66,6 +68,19 @@ struct tio {
 	struct vfs *vfs;
 };
 
+/* raft owns raft_io.data (the io reads it as the struct raft *), so the
+ * tests find their struct tio through this table instead. */
+static struct tio *tios[8];
+
+static struct tio *tio_of(struct raft_io *io)
+{
+	for (int i = 0; i < 8; i++)
+		if (tios[i] && tios[i]->r == io)
+			return tios[i];
+	fail_msg("unknown io");
+	return NULL;
+}
+
 static void on_tick(struct raft_io *io)
 {
 	(void)io;
@@ -78,7 +93,7 @@ static void free_msg(struct raft_message *m)
 
 static void on_recv(struct raft_io *io, struct raft_message *m)
 {
-	struct tio *t = io->data;
+	struct tio *t = tio_of(io);
 	t->nrecv++;
 	free_msg(&t->last);
 	t->last = *m;
@@ -138,7 +153,12 @@ static void tio_open_vfs(struct env *e, struct tio *t, const char *sub,
 				    .on_failstop = failstop_hook};
 	kvraft_io_set_hooks(t->io, &h);
 	assert_int_equal(t->r->init(t->r, id, "x"), 0);
-	t->r->data = t;
+	t->r->data = NULL;
+	for (int i = 0; i < 8; i++)
+		if (tios[i] == NULL || tios[i] == t) {
+			tios[i] = t;
+			break;
+		}
 	assert_int_equal(t->r->load(t->r, &t->term, &t->vote, &t->snap,
 				    &t->start, &t->ents, &t->n),
 			 0);
@@ -157,7 +177,7 @@ static void tio_start(struct tio *t)
 
 static void on_closed(struct raft_io *io)
 {
-	struct tio *t = io->data;
+	struct tio *t = tio_of(io);
 	t->closed = true;
 }
 
@@ -173,6 +193,9 @@ static void tio_close(struct env *e, struct tio *t)
 	kvraft_io_free(t->io);
 	free_loaded(t);
 	free_msg(&t->last);
+	for (int i = 0; i < 8; i++)
+		if (tios[i] == t)
+			tios[i] = NULL;
 }
 
 /* ---- appends ---- */
@@ -919,9 +942,57 @@ static void test_leader_ack_clamp(void **state)
 	assert_int_equal(deliver_ack(&t, 4, 0, 20), 20); /* stale term */
 	r->state = RAFT_FOLLOWER;
 	assert_int_equal(deliver_ack(&t, 5, 0, 20), 20);
-	t.r->data = &t;
+	t.r->data = NULL;
 	free(r);
 	tio_close(e, &t);
+}
+
+/* 0.15 campaigns with unpersisted entries: a RequestVote only claims
+ * what the candidate has on disk. */
+static void test_vote_claims_only_persisted(void **state)
+{
+	struct env *e = *state;
+	struct tio a, b;
+	tio_open(e, &a, "va", 1);
+	tio_open(e, &b, "vb", 2);
+	tio_start(&a);
+	tio_start(&b);
+	rt_net_attach(&e->net, 1, deliver_raft, &a);
+	rt_net_attach(&e->net, 2, deliver_raft, &b);
+	struct raft *r = calloc(1, sizeof(*r));
+	struct raft_entry ents[16];
+	memset(ents, 0, sizeof(ents));
+	for (int i = 0; i < 8; i++)
+		ents[i].term = i < 4 ? 1 : 2;
+	r->state = RAFT_CANDIDATE;
+	r->current_term = 3;
+	r->last_stored = 5;
+	r->log.entries = ents;
+	r->log.size = 16;
+	r->log.back = 8;
+	a.r->data = r;
+	struct raft_message m;
+	memset(&m, 0, sizeof(m));
+	m.type = RAFT_IO_REQUEST_VOTE;
+	m.server_id = 2;
+	m.request_vote = (struct raft_request_vote){3, 1, 8, 2, false, false};
+	struct snd s = {.req.data = &s};
+	assert_int_equal(a.r->send(a.r, &s.req, &m, on_send), 0);
+	assert_true(rt_run_until(&e->loop, got_recv, &b, 5000));
+	assert_int_equal(b.last.request_vote.last_log_index, 5);
+	assert_int_equal(b.last.request_vote.last_log_term, 2);
+	/* everything persisted: unchanged */
+	r->last_stored = 8;
+	b.nrecv = 0;
+	assert_int_equal(a.r->send(a.r, &s.req, &m, on_send), 0);
+	assert_true(rt_run_until(&e->loop, got_recv, &b, 5000));
+	assert_int_equal(b.last.request_vote.last_log_index, 8);
+	a.r->data = NULL;
+	free(r);
+	rt_net_detach(&e->net, 1);
+	rt_net_detach(&e->net, 2);
+	tio_close(e, &a);
+	tio_close(e, &b);
 }
 
 int main(void)
@@ -946,6 +1017,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_leader_ack_clamp, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_vote_claims_only_persisted,
+						setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
