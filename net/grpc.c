@@ -159,29 +159,54 @@ size_t grpc_percent_encode(const char *msg, char *out, size_t cap)
 	return k;
 }
 
-int grpc_parse_timeout(const char *v, uint64_t *ms)
+/* grpc-go's decodeTimeout, with its error texts. */
+static int decode_timeout(const char *v, uint64_t *ms, char *err,
+			  size_t errlen)
 {
+	size_t size = strlen(v);
 	uint64_t n = 0;
-	size_t digits = 0;
-	const char *p = v;
 
-	while (*p >= '0' && *p <= '9') {
-		n = n * 10 + (uint64_t)(*p - '0');
-		p++;
-		digits++;
-	}
-	if (digits == 0 || digits > 8 || p[0] == '\0' || p[1] != '\0')
+	if (size < 2) {
+		snprintf(err, errlen,
+			 "transport: timeout string is too short: \"%s\"", v);
 		return KV_EINVAL;
-	switch (*p) {
+	}
+	if (size > 9) {
+		snprintf(err, errlen,
+			 "transport: timeout string is too long: \"%s\"", v);
+		return KV_EINVAL;
+	}
+	if (strchr("HMSmun", v[size - 1]) == NULL) {
+		snprintf(err, errlen,
+			 "transport: timeout unit is not recognized: \"%s\"",
+			 v);
+		return KV_EINVAL;
+	}
+	for (size_t i = 0; i + 1 < size; i++) {
+		if (v[i] < '0' || v[i] > '9') {
+			snprintf(err, errlen,
+				 "strconv.ParseInt: parsing \"%.*s\": invalid "
+				 "syntax",
+				 (int)(size - 1), v);
+			return KV_EINVAL;
+		}
+		n = n * 10 + (uint64_t)(v[i] - '0');
+	}
+	switch (v[size - 1]) {
 	case 'H': *ms = n * 3600 * 1000; break;
 	case 'M': *ms = n * 60 * 1000; break;
 	case 'S': *ms = n * 1000; break;
 	case 'm': *ms = n; break;
 	case 'u': *ms = (n + 999) / 1000; break;
-	case 'n': *ms = (n + 999999) / 1000000; break;
-	default: return KV_EINVAL;
+	default: *ms = (n + 999999) / 1000000; break;
 	}
 	return 0;
+}
+
+int grpc_parse_timeout(const char *v, uint64_t *ms)
+{
+	char err[64];
+	return decode_timeout(v, ms, err, sizeof(err));
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -353,13 +378,9 @@ static void process(struct grpc_call *call)
 	    !call->half_close_done && call->in.len == call->in_off) {
 		call->half_close_done = true;
 		if (!request_streams(call)) {
+			/* grpc-go: status.Convert(io.EOF) */
 			if (!call->started)
-				lib_fail(call, GRPC_INTERNAL,
-					 call->in.len > 0
-						 ? "grpc: request message "
-						   "truncated"
-						 : "grpc: no request message "
-						   "for a unary call");
+				lib_fail(call, GRPC_UNKNOWN, "EOF");
 		} else if (call->app_owned &&
 			   call->m->h->on_half_close != NULL) {
 			call->m->h->on_half_close(call);
@@ -368,8 +389,8 @@ static void process(struct grpc_call *call)
 		   call->in.len > call->in_off && !call->paused &&
 		   !call->half_close_done) {
 		call->half_close_done = true;
-		lib_fail(call, GRPC_INTERNAL,
-			 "grpc: request message truncated");
+		/* grpc-go: status.Convert(io.ErrUnexpectedEOF) */
+		lib_fail(call, GRPC_UNKNOWN, "unexpected EOF");
 	}
 	call->processing = false;
 	release(call);
@@ -483,7 +504,7 @@ void grpc_on_stream(struct h2_stream *st, void *data)
 	struct grpc_server *g = data;
 	struct grpc_call *call = calloc(1, sizeof(*call));
 	const char *method, *ct, *path, *enc, *tmo;
-	char err[512];
+	char err[512], terr[128];
 	uint64_t ms = 0;
 
 	if (call == NULL) {
@@ -508,18 +529,17 @@ void grpc_on_stream(struct h2_stream *st, void *data)
 		early_abort(call, 415, GRPC_INVALID_ARGUMENT, err);
 		goto out;
 	}
+	if (tmo != NULL && decode_timeout(tmo, &ms, terr, sizeof(terr)) != 0) {
+		snprintf(err, sizeof(err), "malformed grpc-timeout: %s", terr);
+		early_abort(call, 400, GRPC_INTERNAL, err);
+		goto out;
+	}
 	if (method == NULL || strcmp(method, "POST") != 0) {
 		snprintf(err, sizeof(err),
 			 "Received a HEADERS frame with :method \"%s\" which "
 			 "should be POST",
 			 method != NULL ? method : "");
 		early_abort(call, 405, GRPC_INTERNAL, err);
-		goto out;
-	}
-	if (tmo != NULL && grpc_parse_timeout(tmo, &ms) != 0) {
-		snprintf(err, sizeof(err),
-			 "malformed grpc-timeout: bad value \"%s\"", tmo);
-		early_abort(call, 400, GRPC_INTERNAL, err);
 		goto out;
 	}
 	if (path == NULL)

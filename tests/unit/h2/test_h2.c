@@ -234,8 +234,8 @@ static void cstream_kick(struct cstream *c)
 }
 
 /* Opens a call; ctype/timeout may be NULL. */
-static struct cstream *call_open(const char *path, const char *ctype,
-				 const char *timeout)
+static struct cstream *call_open_method(const char *method, const char *path,
+					const char *ctype, const char *timeout)
 {
 	struct cstream *c = &H.cs[H.ncs++];
 	nghttp2_nv nv[8];
@@ -251,7 +251,7 @@ static struct cstream *call_open(const char *path, const char *ctype,
 		nv[n].flags = NGHTTP2_NV_FLAG_NONE;                    \
 		n++;                                                   \
 	} while (0)
-	NV(":method", "POST");
+	NV(":method", method);
 	NV(":scheme", "http");
 	NV(":authority", "localhost");
 	NV(":path", path);
@@ -268,6 +268,12 @@ static struct cstream *call_open(const char *path, const char *ctype,
 	c->id = nghttp2_submit_request(H.cl, NULL, nv, n, &prd, NULL);
 	assert_true(c->id > 0);
 	return c;
+}
+
+static struct cstream *call_open(const char *path, const char *ctype,
+				 const char *timeout)
+{
+	return call_open_method("POST", path, ctype, timeout);
 }
 
 /* Unary round trip helper: one message, then half-close. */
@@ -737,6 +743,15 @@ static void test_bad_content_type(void **state)
 	assert_string_equal(c->grpc_message,
 			    "invalid gRPC request content-type "
 			    "\"text/plain\"");
+	c = call_open_method("GET", "/kvtest.Echo/Unary", "application/grpc",
+			     NULL);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->http_status, 405);
+	assert_int_equal(c->grpc_status, GRPC_INTERNAL);
+	assert_string_equal(c->grpc_message,
+			    "Received a HEADERS frame with :method \"GET\" "
+			    "which should be POST");
 	c = call_open("/kvtest.Echo/Unary", "application/grpcx", NULL);
 	c->req_end = true;
 	pump();
@@ -800,6 +815,21 @@ static void test_timeout(void **state)
 	pump();
 	assert_int_equal(c->http_status, 400);
 	assert_int_equal(c->grpc_status, GRPC_INTERNAL);
+	assert_string_equal(c->grpc_message,
+			    "malformed grpc-timeout: transport: timeout unit is "
+			    "not recognized: \"10x\"");
+	c = call_open("/kvtest.Echo/Unary", "application/grpc", "1a2S");
+	c->req_end = true;
+	pump();
+	assert_string_equal(c->grpc_message,
+			    "malformed grpc-timeout: strconv.ParseInt: parsing "
+			    "\"1a2\": invalid syntax");
+	c = call_open("/kvtest.Echo/Unary", "application/grpc", "1234567890S");
+	c->req_end = true;
+	pump();
+	assert_string_equal(c->grpc_message,
+			    "malformed grpc-timeout: transport: timeout string "
+			    "is too long: \"1234567890S\"");
 }
 
 static void test_parse_timeout(void **state)
@@ -882,7 +912,18 @@ static void test_unary_without_message(void **state)
 	c->req_end = true;
 	pump();
 	assert_true(c->closed);
-	assert_int_equal(c->grpc_status, GRPC_INTERNAL);
+	assert_int_equal(c->grpc_status, GRPC_UNKNOWN);
+	assert_string_equal(c->grpc_message, "EOF");
+
+	/* Or with half a message. */
+	c = call_open("/kvtest.Echo/Unary", "application/grpc", NULL);
+	assert_int_equal(kv_buf_append(&c->req, "\0\0\0\0\x09xy", 7), 0);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->grpc_status, GRPC_UNKNOWN);
+	assert_string_equal(c->grpc_message, "unexpected EOF");
+	assert_int_equal(S.cancels, 0);
+	assert_int_equal(h2_session_stream_count(H.s), 0);
 }
 
 static void test_garbage_after_preface(void **state)
@@ -1004,6 +1045,58 @@ static void test_many_streams(void **state)
 	}
 }
 
+/* SETTINGS_MAX_CONCURRENT_STREAMS reaches the client, which holds a
+ * third call until a stream closes (nghttp2 enforces it server-side). */
+static void test_max_concurrent_streams(void **state)
+{
+	struct h2_config cfg = { .max_concurrent_streams = 2 };
+	struct cstream *a, *b, *c;
+	(void)state;
+
+	h2_session_free(H.s);
+	nghttp2_session_del(H.cl);
+	H.cl = NULL;
+	assert_int_equal(h2_session_new(&cfg, &test_io, NULL, grpc_on_stream,
+					H.g, &H.s),
+			 0);
+	{
+		nghttp2_session_callbacks *cbs;
+		nghttp2_session_callbacks_new(&cbs);
+		nghttp2_session_callbacks_set_on_header_callback(cbs,
+								 cl_on_header);
+		nghttp2_session_callbacks_set_on_stream_close_callback(
+			cbs, cl_on_close);
+		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+			cbs, cl_on_data);
+		assert_int_equal(nghttp2_session_client_new(&H.cl, cbs, NULL),
+				 0);
+		nghttp2_session_callbacks_del(cbs);
+	}
+	kv_buf_reset(&H.to_client);
+	nghttp2_submit_settings(H.cl, NGHTTP2_FLAG_NONE, NULL, 0);
+	pump();
+	a = call_unary("/kvtest.Echo/Unary", "wait", 4);
+	b = call_open("/kvtest.Echo/Bidi", "application/grpc", NULL);
+	pump();
+	assert_int_equal(nghttp2_session_get_remote_settings(
+				 H.cl, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+			 2);
+	c = call_open("/kvtest.Echo/Unary", "application/grpc", NULL);
+	cstream_append_msg(c, "x", 1, 0);
+	c->req_end = true;
+	pump();
+	assert_false(a->closed);
+	assert_false(b->closed);
+	assert_false(c->closed);
+	assert_int_equal(h2_session_stream_count(H.s), 2);
+	grpc_call_finish(S.held, GRPC_OK, NULL);
+	S.held = NULL;
+	pump();
+	assert_true(a->closed);
+	assert_true(c->closed);
+	assert_int_equal(c->grpc_status, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1041,6 +1134,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_streams, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_max_concurrent_streams,
+						setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
