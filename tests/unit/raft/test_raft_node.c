@@ -238,11 +238,11 @@ static bool count_reached(void *arg)
 
 /* Proposes seqs [from, from+count) through member i with a window of
  * in-flight requests; asserts all succeed. */
-static void propose_many(struct cluster *c, int i, uint64_t from, int count)
+static void propose_window(struct cluster *c, int i, uint64_t from,
+			   int count, int window)
 {
 	struct prop *ps = calloc((size_t)count, sizeof(*ps));
 	int ndone = 0, next = 0;
-	const int window = 256;
 	while (ndone < count) {
 		while (next < count && next - ndone < window) {
 			struct prop *p = &ps[next];
@@ -262,6 +262,11 @@ static void propose_many(struct cluster *c, int i, uint64_t from, int count)
 		assert_true(ps[k].index > 0);
 	}
 	free(ps);
+}
+
+static void propose_many(struct cluster *c, int i, uint64_t from, int count)
+{
+	propose_window(c, i, from, count, 256);
 }
 
 static bool converged(void *arg)
@@ -342,6 +347,20 @@ static void test_replicate_restart_and_leader_loss(void **state)
 	check_equal(c);
 	assert_int_equal(c->m[l].sm.st.count, 10800);
 	assert_true(tsm_has(&c->m[l].sm, 20300));
+	cluster_free(c);
+}
+
+/* 0.15 computes the commit index only at the leader's last stored entry;
+ * a burst of proposals submitted at once must still all commit. */
+static void test_burst_commits(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(1000000, 5000);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	propose_window(c, l, 1, 5000, 5000);
+	check_equal(c);
 	cluster_free(c);
 }
 
@@ -645,6 +664,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_replicate_restart_and_leader_loss),
+		cmocka_unit_test(test_burst_commits),
 		cmocka_unit_test(test_forward_and_read_barrier),
 		cmocka_unit_test(test_snapshot_catch_up),
 		cmocka_unit_test(test_snapshot_catch_up_later_state),
