@@ -660,6 +660,51 @@ static void test_garbage_peer_messages(void **state)
 	cluster_free(c);
 }
 
+/* Closing members with proposals, forwards and reads in flight: every
+ * callback runs exactly once (status 0 if it made it, else an error) and
+ * nothing leaks. */
+static void test_close_with_requests_in_flight(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(100, 20);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	int f = follower_of(c, l);
+	enum { NP = 300 };
+	struct prop *ps = calloc(NP, sizeof(*ps));
+	struct rd *rs = calloc(NP, sizeof(*rs));
+	int ndone = 0;
+	for (int k = 0; k < NP; k++) {
+		ps[k].seq = (uint64_t)k + 1;
+		ps[k].req.data = &ps[k];
+		ps[k].ndone = &ndone;
+		int who = k % 2 ? l : f;
+		assert_int_equal(kvraft_node_propose(c->m[who].node, &ps[k].seq,
+						     8, &ps[k].req, on_prop),
+				 0);
+		rs[k].req.data = &rs[k];
+		assert_int_equal(kvraft_node_read_barrier(c->m[who].node,
+							  &rs[k].req, on_read),
+				 0);
+		if (k == NP / 2)
+			rt_run_for(&c->loop, 5);
+	}
+	member_stop(c, f);
+	member_stop(c, l);
+	for (int k = 0; k < NP; k++) {
+		assert_true(ps[k].done);
+		assert_true(rs[k].done);
+		if (ps[k].status != 0)
+			assert_true(ps[k].status == KV_ECLOSED ||
+				    ps[k].status == KV_ECANCELED);
+	}
+	assert_int_equal(ndone, NP);
+	free(ps);
+	free(rs);
+	cluster_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -671,6 +716,7 @@ int main(void)
 		cmocka_unit_test(test_state_machine_failure_stops_member),
 		cmocka_unit_test(test_leader_disk_failure),
 		cmocka_unit_test(test_garbage_peer_messages),
+		cmocka_unit_test(test_close_with_requests_in_flight),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
