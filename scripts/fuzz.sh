@@ -7,8 +7,8 @@
 # Configures build-fuzz/ with clang, -DKV_FUZZ=ON -DKV_SANITIZE=ON (Debug),
 # builds tests/fuzz/<target>.c and runs it with the corpus directory
 # build-fuzz/corpus/<target>, seeded from tests/data/<name>/ when that
-# exists (fuzz_json → tests/data/json), with tests/fuzz/<target>.dict as
-# dictionary when present. Crashes go to
+# exists (fuzz_json → tests/data/json, fuzz_wal → tests/data/wal), with
+# tests/fuzz/<target>.dict as dictionary when present. Crashes go to
 # build-fuzz/crashes/<target>/. Exits with the fuzzer's status.
 set -euo pipefail
 
@@ -34,10 +34,15 @@ crashes=$build/crashes/$target
 mkdir -p "$corpus" "$crashes"
 seed=$root/tests/data/${target#fuzz_}
 if [ -d "$seed" ]; then
-	# Seed with every *.json file; files are named by content hash so
-	# re-seeding does not duplicate.
-	for f in "$seed"/*.json; do
-		[ -e "$f" ] || continue
+	# Seed with every *.json file (fuzz_json) or every file but README*
+	# and crash-* (other targets; crash-* are reproducers of open
+	# findings: run them with build-fuzz/fuzz/<target> <file>); files are
+	# named by content hash so re-seeding does not duplicate.
+	pat='*'
+	[ "$target" = fuzz_json ] && pat='*.json'
+	for f in "$seed"/$pat; do
+		[ -f "$f" ] || continue
+		case ${f##*/} in README*|crash-*) continue;; esac
 		cp -n "$f" "$corpus/seed-$(sha1sum "$f" | cut -c1-16)" || true
 	done
 fi
