@@ -329,11 +329,12 @@ static void process(struct grpc_call *call)
 	call->processing = true;
 	while (!call->paused && !call->finished) {
 		size_t avail = call->in.len - call->in_off;
-		const unsigned char *b = call->in.base + call->in_off;
+		const unsigned char *b;
 		uint32_t len;
 
 		if (avail < PREFIX_LEN)
 			break;
+		b = call->in.base + call->in_off;
 		len = (uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 |
 		      (uint32_t)b[3] << 8 | b[4];
 		if (b[0] == 1) {
