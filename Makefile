@@ -3,6 +3,7 @@
 #   make test            install deps, Debug+ASan+UBSan build, every test
 #   make build           the same build without running tests
 #   make release         optimised build in build-release/ (benchmarks)
+#   make run             a local three-member TLS cluster (Ctrl-C stops it)
 #   make fuzz T=fuzz_json SECONDS=300   run one libFuzzer target
 #   make clean
 
@@ -12,7 +13,7 @@ JOBS ?= $(shell nproc)
 T ?= fuzz_json
 SECONDS ?= 60
 
-.PHONY: all test build release deps fuzz clean
+.PHONY: all test build release deps fuzz clean run
 
 all: build
 
@@ -29,6 +30,9 @@ test: build
 release: deps
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DKV_SANITIZE=OFF >/dev/null
 	cmake --build build-release -j$(JOBS)
+
+run:
+	scripts/run-cluster.sh
 
 fuzz: deps
 	scripts/fuzz.sh $(T) $(SECONDS)

@@ -219,7 +219,7 @@ static enum kvd_parse_result validate(struct kvd_config *cfg, char *err,
 				      size_t errlen)
 {
 	enum kvd_parse_result r;
-	bool tls, tls2;
+	bool tls = false, tls2 = false;
 
 	if (*cfg->name == '\0')
 		return fail(err, errlen, "--name must not be empty");
