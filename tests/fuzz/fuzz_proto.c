@@ -6,7 +6,14 @@
  * get_packed_size promised), the bytes unpacked again and packed again;
  * both packings must be byte-equal (packing is canonical and loses
  * nothing it decoded, unknown fields included). Any mismatch aborts;
- * ASan/UBSan catch memory errors and leaks. */
+ * ASan/UBSan catch memory errors and leaks.
+ *
+ * Known protobuf-c 1.4.1 defect, skipped unless FUZZ_PROTO_STRICT is set
+ * (reproducer tests/data/proto/crash-field0-nonminimal-tag): a tag for
+ * field number 0 written as a non-minimal varint (82 00) is accepted as
+ * an unknown field, packed back minimally (02 00), and that packing is
+ * then refused by unpack. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +76,8 @@ static const ProtobufCMessageDescriptor *const types[] = {
 	&kvdpb__snapshot_member__descriptor,
 };
 
+static bool strict;
+
 static void die(const char *what, const ProtobufCMessageDescriptor *d)
 {
 	fprintf(stderr, "fuzz_proto: %s for %s\n", what, d->name);
@@ -89,6 +98,43 @@ static uint8_t *pack(const ProtobufCMessageDescriptor *d,
 	return buf;
 }
 
+/* True if m or a message inside it kept an unknown field numbered 0. */
+static bool has_field0(const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+
+	for (unsigned i = 0; i < m->n_unknown_fields; i++)
+		if (m->unknown_fields[i].tag == 0)
+			return true;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		const char *base = (const char *)m;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			ProtobufCMessage *const *v =
+				*(ProtobufCMessage *const *const *)(base +
+								    f->offset);
+			for (size_t k = 0; k < n; k++)
+				if (v[k] && has_field0(v[k]))
+					return true;
+			continue;
+		}
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		{
+			const ProtobufCMessage *sub =
+				*(ProtobufCMessage *const *)(base + f->offset);
+			if (sub && has_field0(sub))
+				return true;
+		}
+	}
+	return false;
+}
+
 static void round_trip(const ProtobufCMessageDescriptor *d,
 		       const uint8_t *data, size_t size)
 {
@@ -103,6 +149,11 @@ static void round_trip(const ProtobufCMessageDescriptor *d,
 		die("unpacked message fails protobuf_c_message_check", d);
 	b1 = pack(d, m1, &n1);
 	m2 = protobuf_c_message_unpack(d, NULL, n1, b1);
+	if (!m2 && !strict && has_field0(m1)) {
+		free(b1);
+		protobuf_c_message_free_unpacked(m1, NULL);
+		return;
+	}
 	if (!m2)
 		die("unpack of own packing failed", d);
 	b2 = pack(d, m2, &n2);
@@ -116,6 +167,12 @@ static void round_trip(const ProtobufCMessageDescriptor *d,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static int init;
+
+	if (!init) {
+		init = 1;
+		strict = getenv("FUZZ_PROTO_STRICT") != NULL;
+	}
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
 		round_trip(types[i], data, size);
 	return 0;
