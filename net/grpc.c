@@ -623,6 +623,11 @@ const char *grpc_call_metadata(const struct grpc_call *call,
 	return h2_stream_header(call->st, name);
 }
 
+struct net_conn *grpc_call_conn(const struct grpc_call *call)
+{
+	return h2_stream_conn(call->st);
+}
+
 bool grpc_call_writable(const struct grpc_call *call)
 {
 	return !call->finished && h2_stream_writable(call->st);

@@ -43,6 +43,7 @@ struct h2_session {
 	struct h2_stream *streams;
 	size_t nstreams;
 	size_t out_total; /* body bytes buffered over all streams */
+	struct net_conn *conn; /* set by h2_attach, else NULL */
 	bool in_recv, flushing, want_flush, ending, closed, failed;
 	char errmsg[128];
 };
@@ -97,6 +98,11 @@ int32_t h2_stream_id(const struct h2_stream *st)
 struct h2_session *h2_stream_session(const struct h2_stream *st)
 {
 	return st->s;
+}
+
+struct net_conn *h2_stream_conn(const struct h2_stream *st)
+{
+	return st->s->conn;
 }
 
 const char *h2_stream_header(const struct h2_stream *st, const char *name)
@@ -781,6 +787,7 @@ int h2_attach(struct net_conn *c, const struct h2_config *cfg,
 	hc->c = c;
 	if (h2_session_new(cfg, &conn_io, hc, on_stream, data, &hc->s) != 0)
 		goto err_after_alloc;
+	hc->s->conn = c;
 	net_conn_set_handler(c, &conn_handler, hc);
 	h2_session_writable(hc->s); /* our SETTINGS go out first */
 	if (nfirst > 0)

@@ -103,6 +103,8 @@ def test_tls_with_client_cert(procs, bin_dir, certs):
     p, port = start_echo(procs, bin_dir, certs)
     with tls_channel(certs, port) as ch:
         exercise(ch)
+        # The handler sees the client certificate (etcd's CN user).
+        assert ch.unary_unary(UNARY)(b"whoami", timeout=5) == b"client"
     # Without a client certificate the handshake is refused.
     with tls_channel(certs, port, cert=None) as ch:
         code, _ = code_of(lambda: ch.unary_unary(UNARY)(b"x", timeout=5))
@@ -127,6 +129,7 @@ def test_plaintext_prior_knowledge_and_http1(procs, bin_dir, certs):
         assert data.startswith(b"HTTP/1.1 200"), data
         assert data.endswith(b"hello from kvd grpc echo\n")
         assert ch.unary_unary(UNARY)(b"again", timeout=5) == b"again"
+        assert ch.unary_unary(UNARY)(b"whoami", timeout=5) == b"-"
     stop_clean(p)
 
 

@@ -132,6 +132,10 @@ const char *grpc_call_path(const struct grpc_call *call);
 const char *grpc_call_metadata(const struct grpc_call *call,
 			       const char *name);
 
+/* The connection the call came on (client address, certificate CN), or
+ * NULL when the session is not on a net_conn (tests). */
+struct net_conn *grpc_call_conn(const struct grpc_call *call);
+
 /* Sends a response message (copied). The response headers go out with
  * the first message. Returns 0, KV_EAGAIN (wait for on_writable),
  * KV_EINVAL (finished, or a second message on a unary call) or

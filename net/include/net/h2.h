@@ -96,6 +96,10 @@ void h2_stream_set_handler(struct h2_stream *st,
 void *h2_stream_user(const struct h2_stream *st);
 int32_t h2_stream_id(const struct h2_stream *st);
 struct h2_session *h2_stream_session(const struct h2_stream *st);
+/* The connection a session runs on (h2_attach), for net_conn_peer(),
+ * net_conn_peer_cn() and the like; NULL for a session made with
+ * h2_session_new. Valid for the stream's life. */
+struct net_conn *h2_stream_conn(const struct h2_stream *st);
 /* The first request header called name (exact lowercase match; ":path",
  * ":method", "content-type", ...), or NULL. Valid for the stream's life. */
 const char *h2_stream_header(const struct h2_stream *st, const char *name);

@@ -5,7 +5,8 @@
  *
  *   /kvtest.Echo/Unary         answers with the request; "sleep:MS" answers
  *                              after MS milliseconds; "status:CODE:TEXT"
- *                              fails with that status
+ *                              fails with that status; "whoami" answers
+ *                              with the client certificate's CN ("-")
  *   /kvtest.Echo/ServerStream  request "COUNT SIZE INTERVAL_MS": COUNT
  *                              messages of SIZE bytes (each starts with
  *                              its index), INTERVAL_MS apart
@@ -128,6 +129,15 @@ static void unary_start(struct grpc_call *call, const unsigned char *msg,
 		j->len = len;
 		uv_timer_start(&j->timer, on_sleep_done,
 			       strtoull(head + 6, NULL, 10), 0);
+		return;
+	}
+	if (strcmp(head, "whoami") == 0) {
+		struct net_conn *c = grpc_call_conn(call);
+		const char *cn = c != NULL ? net_conn_peer_cn(c) : NULL;
+		if (cn == NULL)
+			cn = "-";
+		grpc_call_send(call, cn, strlen(cn));
+		grpc_call_finish(call, GRPC_OK, NULL);
 		return;
 	}
 	if (strncmp(head, "status:", 7) == 0) {

@@ -1045,6 +1045,40 @@ static void test_many_streams(void **state)
 	}
 }
 
+/* Request headers over the limit reset that stream only. */
+static void test_header_limit(void **state)
+{
+	static char big[70 * 1024];
+	nghttp2_nv nv[5];
+	struct cstream *c;
+	const char *names[] = { ":method", ":scheme", ":authority", ":path",
+				"x-big" };
+	const char *values[] = { "POST", "http", "localhost",
+				 "/kvtest.Echo/Unary", big };
+	(void)state;
+
+	memset(big, 'b', sizeof(big) - 1);
+	for (int i = 0; i < 5; i++) {
+		nv[i].name = (uint8_t *)names[i];
+		nv[i].namelen = strlen(names[i]);
+		nv[i].value = (uint8_t *)values[i];
+		nv[i].valuelen = strlen(values[i]);
+		nv[i].flags = NGHTTP2_NV_FLAG_NONE;
+	}
+	c = &H.cs[H.ncs++];
+	memset(c, 0, sizeof(*c));
+	c->grpc_status = -1;
+	c->id = nghttp2_submit_request(H.cl, NULL, nv, 5, NULL, NULL);
+	assert_true(c->id > 0);
+	pump();
+	assert_true(c->closed);
+	assert_int_not_equal(c->close_code, 0);
+	assert_int_equal(h2_session_stream_count(H.s), 0);
+	assert_false(H.io_closed);
+	c = call_unary("/kvtest.Echo/Unary", "ok", 2);
+	assert_int_equal(c->grpc_status, 0);
+}
+
 /* SETTINGS_MAX_CONCURRENT_STREAMS reaches the client, which holds a
  * third call until a stream closes (nghttp2 enforces it server-side). */
 static void test_max_concurrent_streams(void **state)
@@ -1133,6 +1167,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_session_free_cancels,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_streams, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_header_limit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_max_concurrent_streams,
 						setup, teardown),
