@@ -153,6 +153,8 @@ static void check_applied(struct kvraft_node *n)
 		if (applied >= r->index) {
 			LIST_DEL(n->rq_applied, r);
 			finish_read(r, 0);
+			if (n->closing)
+				return; /* closed from the callback */
 		}
 		r = next;
 	}
@@ -160,9 +162,10 @@ static void check_applied(struct kvraft_node *n)
 
 static void kick_reads(struct kvraft_node *n);
 
-static void on_read_barrier(struct raft_barrier *b, int status)
+/* A batch's entry (its barrier, or the write it rides on) was applied at
+ * index with raft status `status`. */
+static void read_batch_done(struct read_batch *rb, int status, uint64_t index)
 {
-	struct read_batch *rb = container_of(b, struct read_batch, barrier);
 	struct kvraft_node *n = rb->node;
 	int st = status == 0 ? 0 : KV_ENOLEADER;
 	if (rb->detached || n->closing)
@@ -176,12 +179,39 @@ static void on_read_barrier(struct raft_barrier *b, int status)
 		struct remote_read *rr = rb->remote;
 		rb->remote = rr->next;
 		if (!rb->detached && !n->closing)
-			reply_read_index(n, rr->from, rr->id, st, b->index);
+			reply_read_index(n, rr->from, rr->id, st, index);
 		free(rr);
 	}
 	free(rb);
 	if (!n->closing)
 		kick_reads(n);
+}
+
+static void on_read_barrier(struct raft_barrier *b, int status)
+{
+	struct read_batch *rb = container_of(b, struct read_batch, barrier);
+	read_batch_done(rb, status, b->index);
+}
+
+/* A write entry was just appended by this leader: the reads queued so far
+ * (a barrier is already in flight for earlier ones) are served by it
+ * instead of another barrier. Returns the batch to complete from the
+ * write's callback, or NULL. */
+static struct read_batch *ride_write(struct kvraft_node *n)
+{
+	if (n->rq_queued == NULL && n->remote_queued == NULL)
+		return NULL;
+	if (!kvraft_node_leader_ready(n))
+		return NULL;
+	struct read_batch *rb = calloc(1, sizeof(*rb));
+	if (rb == NULL)
+		return NULL;
+	rb->node = n;
+	rb->reads = n->rq_queued;
+	rb->remote = n->remote_queued;
+	n->rq_queued = NULL;
+	n->remote_queued = NULL;
+	return rb;
 }
 
 /* Starts the next read batch if none is in flight. */
@@ -348,8 +378,13 @@ static void on_local_apply(struct raft_apply *a, int status, void *result)
 	int st = from_raft(status);
 	if (status == 0 && n->failed)
 		st = KV_EFAILSTOP;
+	struct read_batch *rb = req->reads;
+	uint64_t index = a->index; /* req may be freed by its callback */
+	req->reads = NULL;
 	req->node = NULL;
-	req->cb(req, st, status == 0 ? a->index : 0);
+	req->cb(req, st, status == 0 ? index : 0);
+	if (rb)
+		read_batch_done(rb, status, index);
 }
 
 /* raft_apply on this (leader) member; buf ownership passes to raft on 0. */
@@ -372,6 +407,7 @@ struct fwd_apply {
 	struct raft_apply apply;
 	struct kvraft_node *node;
 	uint64_t from, id;
+	struct read_batch *reads; /* riding on this write, or NULL */
 };
 
 static void reply_forward(struct kvraft_node *n, uint64_t to, uint64_t id,
@@ -396,7 +432,11 @@ static void on_forward_apply(struct raft_apply *a, int status, void *result)
 	if (!n->closing)
 		reply_forward(n, f->from, f->id, st,
 			      status == 0 ? a->index : 0);
+	struct read_batch *rb = f->reads;
+	uint64_t index = a->index;
 	free(f);
+	if (rb)
+		read_batch_done(rb, status, index);
 }
 
 static void on_forward(struct kvraft_node *n, uint64_t from,
@@ -428,6 +468,7 @@ static void on_forward(struct kvraft_node *n, uint64_t from,
 		return;
 	}
 	n->fwd_applies++;
+	f->reads = ride_write(n);
 }
 
 static void finish_forward(struct kvraft_node *n,
@@ -471,10 +512,14 @@ int kvraft_node_propose(struct kvraft_node *n, const void *batch, size_t len,
 	req->cb = cb;
 	req->fwd_id = 0;
 	req->fwd_to = 0;
+	req->reads = NULL;
 	if (is_leader(n)) {
 		req->apply.data = req;
-		return leader_apply(n, &req->apply, batch, len,
-				    on_local_apply);
+		int rv = leader_apply(n, &req->apply, batch, len,
+				      on_local_apply);
+		if (rv == 0)
+			req->reads = ride_write(n);
+		return rv;
 	}
 	uint64_t leader = current_leader(n);
 	if (leader == 0 || leader == n->id)
@@ -535,6 +580,8 @@ static void on_event(void *data)
 				struct kvraft_propose_req *next = r->next;
 				if (r->fwd_to != leader)
 					finish_forward(n, r, KV_ECANCELED, 0);
+				if (n->closing)
+					return;
 				r = next;
 			}
 			requeue_follower_batch(n);
@@ -569,6 +616,8 @@ static void on_sweep(uv_timer_t *t)
 		struct kvraft_propose_req *next = p->next;
 		if (now >= p->deadline)
 			finish_forward(n, p, KV_ETIMEOUT, 0);
+		if (n->closing)
+			return;
 		p = next;
 	}
 	struct kvraft_read_req **lists[] = {&n->rq_queued, &n->rq_applied};
@@ -581,6 +630,8 @@ static void on_sweep(uv_timer_t *t)
 				finish_read(r, current_leader(n) == 0
 						       ? KV_ENOLEADER
 						       : KV_ETIMEOUT);
+				if (n->closing)
+					return;
 			}
 			r = next;
 		}
@@ -593,6 +644,8 @@ static void on_sweep(uv_timer_t *t)
 			if (now >= r->deadline) {
 				LIST_DEL(n->batch->reads, r);
 				finish_read(r, KV_ETIMEOUT);
+				if (n->closing)
+					return;
 			}
 			r = next;
 		}

@@ -21,6 +21,13 @@
  *   PEER_MSG_SNAPSHOT          see raft/node_snapshot.c
  *   PEER_MSG_SNAPSHOT_ACK      see raft/node_snapshot.c
  *
+ * Read barriers: on the leader one raft_barrier serves every read queued
+ * before it; reads that queue while it is in flight ride on the next
+ * write this leader appends (or get the next barrier). A follower sends
+ * PEER_MSG_READ_INDEX for its queued reads; the leader answers with the
+ * index of that barrier/write once applied, and the follower serves the
+ * reads when its applied index reaches it.
+ *
  * Defects of 0.15 neutralised here: a barrier as soon as the member
  * becomes leader, and no linearizable read before it applied
  * (kvraft_node_leader_ready); padded raft_malloc'd entries; fsm->apply
@@ -93,6 +100,7 @@ struct kvraft_propose_req {
 	uint64_t fwd_id, fwd_to;
 	uint64_t deadline;
 	struct kvraft_propose_req *prev, *next;
+	struct read_batch *reads; /* reads served by this write */
 };
 
 /* ---- read barriers ---- */

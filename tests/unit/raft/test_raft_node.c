@@ -660,6 +660,48 @@ static void test_garbage_peer_messages(void **state)
 	cluster_free(c);
 }
 
+/* Reads mixed with writes on the leader ride on the writes: few barrier
+ * entries are appended, and every read completes. */
+static void test_reads_ride_on_writes(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster_new(1000000, 5000);
+	for (int i = 0; i < N; i++)
+		member_start(c, i);
+	int l = wait_leader(c);
+	struct kvraft_status st0, st1;
+	kvraft_node_status(c->m[l].node, &st0);
+	enum { NR = 100 };
+	struct prop *ps = calloc(NR, sizeof(*ps));
+	struct rd *rs = calloc(NR, sizeof(*rs));
+	int ndone = 0;
+	for (int k = 0; k < NR; k++) {
+		rs[k].req.data = &rs[k];
+		assert_int_equal(kvraft_node_read_barrier(c->m[l].node,
+							  &rs[k].req, on_read),
+				 0);
+		ps[k].seq = (uint64_t)k + 1;
+		ps[k].req.data = &ps[k];
+		ps[k].ndone = &ndone;
+		assert_int_equal(kvraft_node_propose(c->m[l].node, &ps[k].seq,
+						     8, &ps[k].req, on_prop),
+				 0);
+	}
+	struct count_wait w = {&ndone, NR};
+	assert_true(rt_run_until(&c->loop, count_reached, &w, 10000));
+	for (int k = 0; k < NR; k++) {
+		assert_true(rt_run_until(&c->loop, read_done, &rs[k], 5000));
+		assert_int_equal(rs[k].status, 0);
+		assert_int_equal(ps[k].status, 0);
+	}
+	kvraft_node_status(c->m[l].node, &st1);
+	/* 100 writes and at most a couple of barriers */
+	assert_true(st1.last_index - st0.last_index <= NR + 2);
+	free(ps);
+	free(rs);
+	cluster_free(c);
+}
+
 /* Closing members with proposals, forwards and reads in flight: every
  * callback runs exactly once (status 0 if it made it, else an error) and
  * nothing leaks. */
@@ -717,6 +759,7 @@ int main(void)
 		cmocka_unit_test(test_leader_disk_failure),
 		cmocka_unit_test(test_garbage_peer_messages),
 		cmocka_unit_test(test_close_with_requests_in_flight),
+		cmocka_unit_test(test_reads_ride_on_writes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
