@@ -253,6 +253,10 @@ def test_bad_input(cluster, case):
 
 def test_bad_oversized_body(cluster):
     m = cluster.members[0]
+    # 1 MiB values are fine, through a follower too
+    for x in cluster.members:
+        x.put("big/ok", "z" * (1 << 20))
+        assert x.get("big/ok") == "z" * (1 << 20)
     big = b64(b"x" * (1572864 + 1024))  # one value over the 1.5 MiB limit
     r = cluster.session.post(m.curl + "/v3/kv/put",
                              json={"key": b64("big"), "value": big},
@@ -491,3 +495,30 @@ def test_no_leader_fails_fast(procs, certs, bin_dir, tmp_path):
                                      timeout=5).status_code == 503,
                timeout=10, what="health false")
     assert survivor.proc.stop() == 0
+
+
+def test_nospace_alarm(procs, certs, bin_dir, tmp_path):
+    """Past --quota-backend-bytes, puts fail with etcd's NOSPACE error, the
+    replicated alarm shows in Status, DeleteRange still works, /health is
+    false."""
+    c = Cluster(procs, certs, bin_dir, tmp_path, n=1, tls=False,
+                extra=["--quota-backend-bytes", "1048576"]).start()
+    m = c.members[0]
+    val = b64(b"v" * 60000)
+    errors = []
+    for i in range(40):
+        r = m.post("/v3/kv/put", {"key": b64(f"q{i}"), "value": val})
+        if r.status_code != 200:
+            errors.append(r)
+    assert errors, "the quota was never hit"
+    assert errors[-1].status_code == 429
+    assert errors[-1].json() == {
+        "error": "etcdserver: mvcc: database space exceeded",
+        "message": "etcdserver: mvcc: database space exceeded", "code": 8}
+    st = m.status()
+    assert any("alarm:NOSPACE" in e for e in st.get("errors", [])), st
+    r = m.call("/v3/kv/deleterange", {"key": b64("q0")})
+    assert r["deleted"] == "1"
+    r = c.session.get(m.curl + "/health", timeout=5)
+    assert r.status_code == 503 and r.json() == {"health": "false"}
+    assert m.proc.stop() == 0
