@@ -427,6 +427,15 @@ def test_durability_kill_leader(procs, certs, bin_dir, tmp_path):
         lead.start()
         lead.wait_listening()
         time.sleep(1.0)
+        # graceful stop under load: in-flight requests are answered or
+        # failed, the store is synced, exit 0
+        f = c.followers()[0]
+        assert f.proc.stop() == 0, f.proc.log_text()
+        assert "Sanitizer" not in f.proc.log_text(tail=10000)
+        time.sleep(0.5)
+        f.start()
+        f.wait_listening()
+        time.sleep(1.0)
     finally:
         stop.set()
         for t in threads:
