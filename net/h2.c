@@ -608,6 +608,11 @@ int h2_session_new(const struct h2_config *cfg, const struct h2_io *io,
 	if (nghttp2_option_new(&opt) != 0)
 		goto err_after_cbs;
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/* nghttp2's RFC 9113 section 8 checks reset streams that grpc-go
+	 * (and so etcd) accepts: etcdctl's "endpoint status" sends
+	 * ":authority: http://127.0.0.1:2379". The protocol layer above
+	 * checks what it needs (:method, :path, content-type). */
+	nghttp2_option_set_no_http_messaging(opt, 1);
 	if (nghttp2_session_server_new2(&s->ng, cbs, s, opt) != 0)
 		goto err_after_opt;
 	iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;

@@ -84,7 +84,10 @@ struct h2_stream_handler {
 	void (*on_close)(struct h2_stream *st, uint32_t error_code);
 };
 
-/* A new request; its headers are readable with h2_stream_header*. The
+/* A new request; its headers are readable with h2_stream_header*. Only
+ * HTTP/2 framing is validated (nghttp2's HTTP messaging checks are off,
+ * as grpc-go is lenient there: etcdctl sends a URL as :authority), so the
+ * callee checks the pseudo-headers it needs (:method, :path). The
  * callee sets a handler (or answers at once); a stream without a handler
  * gets its data dropped and is freed silently when it closes. */
 typedef void (*h2_on_stream)(struct h2_stream *st, void *data);

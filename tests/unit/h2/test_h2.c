@@ -233,6 +233,8 @@ static void cstream_kick(struct cstream *c)
 	}
 }
 
+static const char *authority = "localhost";
+
 /* Opens a call; ctype/timeout may be NULL. */
 static struct cstream *call_open_method(const char *method, const char *path,
 					const char *ctype, const char *timeout)
@@ -253,7 +255,7 @@ static struct cstream *call_open_method(const char *method, const char *path,
 	} while (0)
 	NV(":method", method);
 	NV(":scheme", "http");
-	NV(":authority", "localhost");
+	NV(":authority", authority);
 	NV(":path", path);
 	if (ctype != NULL)
 		NV("content-type", ctype);
@@ -541,6 +543,13 @@ static void test_unary_echo(void **state)
 	assert_non_null(m);
 	assert_int_equal(len, 5);
 	assert_memory_equal(m, "hello", 5);
+	assert_int_equal(resp_count(c), 1);
+
+	/* etcdctl's endpoint commands send a URL as :authority. */
+	authority = "http://127.0.0.1:2379";
+	c = call_unary("/kvtest.Echo/Unary", "url", 3);
+	authority = "localhost";
+	assert_int_equal(c->grpc_status, 0);
 	assert_int_equal(resp_count(c), 1);
 
 	/* An empty message is a message. */
