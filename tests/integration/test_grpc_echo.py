@@ -5,7 +5,10 @@ knowledge; deadlines, cancellation, large messages, many concurrent
 streams, garbage connections and graceful shutdown. Every server listens on
 127.0.0.1 on a free port and is stopped by PID (procs fixture)."""
 import concurrent.futures
+import os
+import shutil
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -224,6 +227,36 @@ def test_many_concurrent_streams(procs, bin_dir, certs):
 
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         assert all(ex.map(worker, range(8)))
+    stop_clean(p)
+    stop_clean(p2)
+
+
+def test_go_client_etcdctl(procs, bin_dir, certs):
+    """etcdctl 3.4 (grpc-go) connects over TLS with a client certificate
+    and over plaintext, and reads our statuses; the etcd services do not
+    exist here, so it must report grpc-go's UNIMPLEMENTED text."""
+    exe = shutil.which("etcdctl")
+    if exe is None:
+        pytest.fail("etcdctl missing: run scripts/install-deps.sh")
+    env = dict(os.environ, ETCDCTL_API="3")
+    p, port = start_echo(procs, bin_dir, certs)
+    p2, port2 = start_echo(procs, bin_dir, certs, tls=False, name="plain")
+    tls = ["--cacert", str(certs["ca"]), "--cert", str(certs["client_cert"]),
+           "--key", str(certs["client_key"])]
+    for url, extra in ((f"https://127.0.0.1:{port}", tls),
+                       (f"http://127.0.0.1:{port2}", [])):
+        r = subprocess.run([exe, "--endpoints", url, "--command-timeout=5s",
+                            *extra, "put", "k", "v"], env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0
+        assert ("rpc error: code = Unimplemented desc = unknown service "
+                "etcdserverpb.KV") in r.stderr, r.stderr
+        # endpoint commands send a URL as :authority (nghttp2 would reset).
+        r = subprocess.run([exe, "--endpoints", url, *extra, "endpoint",
+                            "status"], env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert "unknown service etcdserverpb.Maintenance" in r.stderr, \
+            r.stderr
     stop_clean(p)
     stop_clean(p2)
 
