@@ -226,10 +226,23 @@ static int write_file_durable(const char *dir, const char *name,
 	return fsync_dir(dir);
 }
 
+/* mkdir -p (mode 0700 for what it creates). */
 static int mkdir_p(const char *d)
 {
-	if (mkdir(d, 0700) != 0 && errno != EEXIST)
-		return kv_from_errno(errno);
+	char buf[4096];
+	size_t len = strlen(d);
+	if (len == 0 || len >= sizeof(buf))
+		return KV_EINVAL;
+	memcpy(buf, d, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+			return kv_from_errno(errno);
+		buf[i] = c;
+	}
 	return 0;
 }
 

@@ -548,10 +548,8 @@ static void on_lead_barrier(struct raft_barrier *b, int status)
 	struct kvraft_node *n = container_of(b, struct kvraft_node,
 					     lead_barrier);
 	n->lead_barrier_inflight = false;
-	if (n->closing) {
-		node_close_step(n);
-		return;
-	}
+	if (n->closing)
+		return; /* raft fails it while closing, before its close cb */
 	if (status == 0 && is_leader(n) &&
 	    n->raft.current_term == n->lead_barrier_term) {
 		n->ready_term = n->lead_barrier_term;
@@ -1034,6 +1032,8 @@ err:
 
 int kvraft_node_start(struct kvraft_node *n)
 {
+	if (n->started || n->closing)
+		return KV_EINVAL;
 	int rv = raft_start(&n->raft);
 	if (rv != 0) {
 		KV_ERROR("raft", "raft_start failed", "id=%llx err=\"%s\"",
@@ -1103,8 +1103,6 @@ void kvraft_node_close(struct kvraft_node *n, void (*cb)(void *arg),
 	n->close_pending++;
 	uv_close((uv_handle_t *)&n->sweep, on_sweep_closed);
 	n->close_pending += node_snapshot_close(n);
-	if (n->lead_barrier_inflight)
-		n->close_pending++; /* on_lead_barrier steps */
 	n->close_pending++;
 	raft_close(&n->raft, on_raft_closed);
 	node_close_step(n);

@@ -385,20 +385,20 @@ static void test_term_vote_durable(void **state)
 {
 	struct env *e = *state;
 	struct tio t;
-	tio_open(e, &t, "v", 1);
+	tio_open(e, &t, "v/nested/dir", 1);
 	tio_start(&t);
 	assert_int_equal(t.r->set_term(t.r, 5), 0);
 	assert_int_equal(t.r->set_vote(t.r, 3), 0);
 	/* "crash": no close of raft, just drop the io (the WAL is durable
 	 * on return of set_term/set_vote) */
 	tio_close(e, &t);
-	tio_open(e, &t, "v", 1);
+	tio_open(e, &t, "v/nested/dir", 1);
 	assert_int_equal(t.term, 5);
 	assert_int_equal(t.vote, 3);
 	tio_start(&t);
 	assert_int_equal(t.r->set_term(t.r, 6), 0);
 	tio_close(e, &t);
-	tio_open(e, &t, "v", 1);
+	tio_open(e, &t, "v/nested/dir", 1);
 	assert_int_equal(t.term, 6);
 	assert_int_equal(t.vote, 0);
 	tio_close(e, &t);
@@ -560,7 +560,9 @@ static void test_snapshot_put_get(void **state)
 	assert_true(rt_run_until(&e->loop, get_done, &g, 5000));
 	assert_null(g.snap);
 
-	append_range(e, &t, 1, 3000, 1);
+	/* in waves: one huge coalesced batch would make a single segment */
+	for (uint64_t from = 1; from <= 3000; from += 300)
+		append_range(e, &t, from, from + 299, 1);
 	t.durable = 2500;
 	snapshot_put(e, &t, 100, 2800, 1, 4096, 0xabcdef);
 	memset(&g, 0, sizeof(g));
