@@ -18,6 +18,8 @@
 #define COMMIT_INTERVAL_MS 100
 #define COMMIT_PENDING_BYTES ((size_t)4 << 20)
 #define BATCH_FLUSH_BYTES ((size_t)8 << 20)
+#define MAX_APPLY_GAP 5000
+#define MAX_WAITERS 200000
 
 /* ---- waiters ---------------------------------------------------------- */
 
@@ -278,6 +280,19 @@ void kvd_propose(struct kvd_server *s, struct http_request *req,
 		free(w);
 		kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
 				  "etcdserver: server stopped");
+		return;
+	}
+	/* etcd refuses proposals while apply lags commit by more than 5000
+	 * entries; we also bound the writes waiting here. */
+	struct kvraft_status st;
+	kvraft_node_status(s->node, &st);
+	if (st.commit_index > st.applied_index + MAX_APPLY_GAP ||
+	    s->nwaiters >= MAX_WAITERS) {
+		protobuf_c_message_free_unpacked(msg, NULL);
+		free(ir);
+		free(w);
+		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
+				  "etcdserver: too many requests");
 		return;
 	}
 	w->id = ir->id;
