@@ -628,7 +628,7 @@ struct net_conn *grpc_call_conn(const struct grpc_call *call)
 	return h2_stream_conn(call->st);
 }
 
-bool grpc_call_writable(const struct grpc_call *call)
+bool grpc_call_writable(struct grpc_call *call)
 {
 	return !call->finished && h2_stream_writable(call->st);
 }
@@ -636,7 +636,8 @@ bool grpc_call_writable(const struct grpc_call *call)
 int grpc_call_send(struct grpc_call *call, const void *msg, size_t len)
 {
 	struct h2_header h = { "content-type", call->ctype };
-	unsigned char *buf;
+	unsigned char prefix[PREFIX_LEN];
+	struct h2_iovec v[2];
 	int rc;
 
 	if (call->finished || !call->app_owned)
@@ -653,20 +654,16 @@ int grpc_call_send(struct grpc_call *call, const void *msg, size_t len)
 			goto out;
 		call->headers_sent = true;
 	}
-	buf = malloc(PREFIX_LEN + len);
-	if (buf == NULL) {
-		rc = KV_ENOMEM;
-		goto out;
-	}
-	buf[0] = 0;
-	buf[1] = (unsigned char)(len >> 24);
-	buf[2] = (unsigned char)(len >> 16);
-	buf[3] = (unsigned char)(len >> 8);
-	buf[4] = (unsigned char)len;
-	if (len > 0)
-		memcpy(buf + PREFIX_LEN, msg, len);
-	rc = h2_stream_write(call->st, buf, PREFIX_LEN + len);
-	free(buf);
+	prefix[0] = 0;
+	prefix[1] = (unsigned char)(len >> 24);
+	prefix[2] = (unsigned char)(len >> 16);
+	prefix[3] = (unsigned char)(len >> 8);
+	prefix[4] = (unsigned char)len;
+	v[0].base = prefix;
+	v[0].len = PREFIX_LEN;
+	v[1].base = msg;
+	v[1].len = len;
+	rc = h2_stream_writev(call->st, v, 2);
 	if (rc == 0)
 		call->nsent++;
 out:

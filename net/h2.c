@@ -183,6 +183,12 @@ err:
 	return KV_ENOMEM;
 }
 
+static bool below_limits(const struct h2_stream *st)
+{
+	return st->out.len - st->out_off < H2_STREAM_OUT_LIMIT &&
+	       st->s->out_total < H2_SESSION_OUT_LIMIT;
+}
+
 static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf,
 			    size_t len, uint32_t *flags,
 			    nghttp2_data_source *src, void *ud)
@@ -204,7 +210,7 @@ static ssize_t on_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf,
 			kv_buf_consume(&st->out, st->out_off);
 			st->out_off = 0;
 		}
-		if (st->blocked && h2_stream_writable(st))
+		if (st->blocked && below_limits(st))
 			s->want_flush = true;
 	}
 	if (st->out.len - st->out_off > 0)
@@ -255,10 +261,12 @@ int h2_stream_respond(struct h2_stream *st, int status,
 	return 0;
 }
 
-bool h2_stream_writable(const struct h2_stream *st)
+bool h2_stream_writable(struct h2_stream *st)
 {
-	return st->out.len - st->out_off < H2_STREAM_OUT_LIMIT &&
-	       st->s->out_total < H2_SESSION_OUT_LIMIT;
+	if (below_limits(st))
+		return true;
+	st->blocked = true;
+	return false;
 }
 
 static void resume(struct h2_stream *st)
@@ -269,22 +277,38 @@ static void resume(struct h2_stream *st)
 	}
 }
 
-int h2_stream_write(struct h2_stream *st, const void *p, size_t n)
+int h2_stream_writev(struct h2_stream *st, const struct h2_iovec *v,
+		     size_t n)
 {
+	size_t total = 0, len0 = st->out.len;
+
 	if (st->reset)
 		return KV_ECLOSED;
 	if (!st->responded || st->ended)
 		return KV_EINVAL;
-	if (!h2_stream_writable(st)) {
-		st->blocked = true;
+	if (!h2_stream_writable(st))
 		return KV_EAGAIN;
-	}
-	if (kv_buf_append(&st->out, p, n) != 0)
+	for (size_t i = 0; i < n; i++)
+		total += v[i].len;
+	if (kv_buf_reserve(&st->out, total) != 0)
 		return KV_ENOMEM;
-	st->s->out_total += n;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].len > 0 &&
+		    kv_buf_append(&st->out, v[i].base, v[i].len) != 0) {
+			st->out.len = len0; /* not reached after reserve */
+			return KV_ENOMEM;
+		}
+	}
+	st->s->out_total += total;
 	resume(st);
 	flush(st->s);
 	return 0;
+}
+
+int h2_stream_write(struct h2_stream *st, const void *p, size_t n)
+{
+	struct h2_iovec v = { p, n };
+	return h2_stream_writev(st, &v, 1);
 }
 
 int h2_stream_end(struct h2_stream *st, const struct h2_header *trailers,
@@ -524,7 +548,7 @@ static bool notify_writable(struct h2_session *s)
 
 	for (; st != NULL; st = next) {
 		next = st->next;
-		if (!st->blocked || st->reset || !h2_stream_writable(st))
+		if (!st->blocked || st->reset || !below_limits(st))
 			continue;
 		st->blocked = false;
 		if (st->h != NULL && st->h->on_writable != NULL) {

@@ -141,8 +141,9 @@ struct net_conn *grpc_call_conn(const struct grpc_call *call);
  * KV_EINVAL (finished, or a second message on a unary call) or
  * KV_ENOMEM. */
 int grpc_call_send(struct grpc_call *call, const void *msg, size_t len);
-/* True when grpc_call_send would not say KV_EAGAIN. */
-bool grpc_call_writable(const struct grpc_call *call);
+/* True when grpc_call_send would not say KV_EAGAIN; a false answer also
+ * arms on_writable. */
+bool grpc_call_writable(struct grpc_call *call);
 /* Stops (true) or resumes (false) on_message / on_half_close. */
 void grpc_call_pause_recv(struct grpc_call *call, bool pause);
 /* Ends the call with a status and a message (NULL or "" for none;

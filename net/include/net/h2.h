@@ -128,8 +128,16 @@ int h2_stream_respond(struct h2_stream *st, int status,
  * responded yet or already ended), KV_ECLOSED (the stream was reset) or
  * KV_ENOMEM. */
 int h2_stream_write(struct h2_stream *st, const void *p, size_t n);
-/* True when h2_stream_write would queue rather than say KV_EAGAIN. */
-bool h2_stream_writable(const struct h2_stream *st);
+/* The same for several pieces queued together (all or nothing). */
+struct h2_iovec {
+	const void *base;
+	size_t len;
+};
+int h2_stream_writev(struct h2_stream *st, const struct h2_iovec *v,
+		     size_t n);
+/* True when h2_stream_write would queue rather than say KV_EAGAIN; a
+ * false answer also arms on_writable, as a KV_EAGAIN does. */
+bool h2_stream_writable(struct h2_stream *st);
 /* Ends the answer after the buffered body, with trailers (copied; n may
  * be 0). Returns 0, KV_EINVAL or KV_ENOMEM. If the peer has not finished
  * its half by the time the answer is sent, the stream is reset with

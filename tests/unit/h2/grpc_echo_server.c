@@ -241,22 +241,62 @@ static void bidi_start(struct grpc_call *call, const unsigned char *msg,
 	grpc_call_set_user(call, NULL);
 }
 
+/* A message that met KV_EAGAIN waits here (call user) with input paused
+ * until on_writable. */
+struct pending {
+	size_t len;
+	unsigned char buf[];
+};
+
 static void bidi_message(struct grpc_call *call, const unsigned char *msg,
 			 size_t len)
 {
+	struct pending *pd;
 	int rc = grpc_call_send(call, msg, len);
-	if (rc == KV_EAGAIN) {
-		/* Hold further input until the client reads. */
-		grpc_call_pause_recv(call, true);
-		rc = 0;
-	}
-	if (rc != 0)
+
+	if (rc == 0)
+		return;
+	if (rc != KV_EAGAIN) {
 		grpc_call_finish(call, GRPC_INTERNAL, "send failed");
+		return;
+	}
+	pd = malloc(sizeof(*pd) + len);
+	if (pd == NULL) {
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "oom");
+		return;
+	}
+	KV_DEBUG("echo", "send blocked, input paused", "path=%s",
+		 grpc_call_path(call));
+	pd->len = len;
+	memcpy(pd->buf, msg, len);
+	grpc_call_set_user(call, pd);
+	grpc_call_pause_recv(call, true);
 }
 
 static void bidi_writable(struct grpc_call *call)
 {
+	struct pending *pd = grpc_call_user(call);
+	int rc;
+
+	if (pd == NULL)
+		return;
+	rc = grpc_call_send(call, pd->buf, pd->len);
+	if (rc == KV_EAGAIN)
+		return;
+	grpc_call_set_user(call, NULL);
+	free(pd);
+	if (rc != 0) {
+		grpc_call_finish(call, GRPC_INTERNAL, "send failed");
+		return;
+	}
 	grpc_call_pause_recv(call, false);
+}
+
+static void bidi_cancel(struct grpc_call *call, int status)
+{
+	KV_DEBUG("echo", "call cancelled", "path=%s status=%d",
+		 grpc_call_path(call), status);
+	free(grpc_call_user(call));
 }
 
 static void bidi_half_close(struct grpc_call *call)
@@ -278,7 +318,7 @@ static const struct grpc_handler bidi_h = {
 	.on_message = bidi_message,
 	.on_writable = bidi_writable,
 	.on_half_close = bidi_half_close,
-	.on_cancel = on_cancel,
+	.on_cancel = bidi_cancel,
 };
 
 /* ---- HTTP/1.1 and dispatch -------------------------------------------------- */
