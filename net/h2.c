@@ -45,7 +45,8 @@ struct h2_session {
 	size_t out_total; /* body bytes buffered over all streams */
 	struct net_conn *conn; /* set by h2_attach, else NULL */
 	bool in_recv, flushing, want_flush, ending, closed, failed;
-	char errmsg[128];
+	char errmsg[128];  /* why the session failed */
+	char lasterr[128]; /* nghttp2's last complaint, maybe not fatal */
 };
 
 static void flush(struct h2_session *s);
@@ -511,7 +512,7 @@ static int on_error(nghttp2_session *ng, int code, const char *msg,
 	(void)ng;
 	(void)code;
 	KV_DEBUG("h2", "protocol error", "msg=\"%.*s\"", (int)len, msg);
-	snprintf(s->errmsg, sizeof(s->errmsg), "%.*s", (int)len, msg);
+	snprintf(s->lasterr, sizeof(s->lasterr), "%.*s", (int)len, msg);
 	return 0;
 }
 
@@ -523,7 +524,8 @@ static void fail(struct h2_session *s, const char *why)
 		return;
 	s->failed = true;
 	if (s->errmsg[0] == '\0')
-		snprintf(s->errmsg, sizeof(s->errmsg), "%s", why);
+		snprintf(s->errmsg, sizeof(s->errmsg), "%s%s%s", why,
+			 s->lasterr[0] ? ": " : "", s->lasterr);
 	KV_DEBUG("h2", "session failed", "reason=\"%s\"", s->errmsg);
 }
 
@@ -531,6 +533,12 @@ static void maybe_close(struct h2_session *s)
 {
 	if (s->closed)
 		return;
+	if (!s->failed && !s->ending && s->errmsg[0] == '\0' &&
+	    !nghttp2_session_want_read(s->ng) &&
+	    !nghttp2_session_want_write(s->ng))
+		/* nghttp2 ended the session itself (GOAWAY sent or received) */
+		snprintf(s->errmsg, sizeof(s->errmsg), "%s",
+			 s->lasterr[0] ? s->lasterr : "peer ended the session");
 	if (s->failed ||
 	    (!nghttp2_session_want_read(s->ng) &&
 	     !nghttp2_session_want_write(s->ng)) ||
@@ -674,8 +682,9 @@ void h2_session_feed(struct h2_session *s, const char *p, size_t n)
 	s->in_recv = false;
 	if (rv < 0) {
 		if (s->errmsg[0] == '\0')
-			snprintf(s->errmsg, sizeof(s->errmsg), "%s",
-				 nghttp2_strerror((int)rv));
+			snprintf(s->errmsg, sizeof(s->errmsg), "%s%s%s",
+				 nghttp2_strerror((int)rv),
+				 s->lasterr[0] ? ": " : "", s->lasterr);
 		KV_DEBUG("h2", "bad input", "reason=\"%s\"", s->errmsg);
 		/* Tell the peer why before closing (GOAWAY PROTOCOL_ERROR),
 		 * unless the session is already gone. */
