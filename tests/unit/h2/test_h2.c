@@ -1140,6 +1140,146 @@ static void test_max_concurrent_streams(void **state)
 	assert_int_equal(c->grpc_status, 0);
 }
 
+/* ---- plain HTTP/2 (no gRPC) ---------------------------------------------- */
+
+static struct h2_stream *raw_held;
+static int raw_closes;
+static uint32_t raw_close_code;
+static size_t raw_bytes;
+
+static void raw_on_data(struct h2_stream *st, const unsigned char *p,
+			size_t n)
+{
+	(void)p;
+	raw_bytes += n;
+	h2_stream_consume(st, n);
+}
+
+static void raw_on_close(struct h2_stream *st, uint32_t code)
+{
+	if (raw_held == st)
+		raw_held = NULL;
+	raw_closes++;
+	raw_close_code = code;
+}
+
+/* Answers once the whole request body arrived. */
+static void raw_on_end(struct h2_stream *st)
+{
+	static const struct h2_header hdrs[] = { { "x-kind", "raw" } };
+	if (strcmp(h2_stream_header(st, ":path"), "/body") != 0)
+		return;
+	assert_true(h2_stream_remote_closed(st));
+	assert_int_equal(raw_bytes, 12);
+	assert_int_equal(h2_stream_write(st, "x", 1), KV_EINVAL);
+	assert_int_equal(h2_stream_respond(st, 200, hdrs, 1, false), 0);
+	assert_int_equal(h2_stream_write(st, "abc", 3), 0);
+	assert_int_equal(h2_stream_end(st, NULL, 0), 0);
+	assert_int_equal(h2_stream_end(st, NULL, 0), KV_EINVAL);
+}
+
+static const struct h2_stream_handler raw_h = {
+	.on_data = raw_on_data,
+	.on_end = raw_on_end,
+	.on_close = raw_on_close,
+};
+
+static void raw_on_stream(struct h2_stream *st, void *data)
+{
+	const char *path = h2_stream_header(st, ":path");
+	size_t n;
+	(void)data;
+
+	assert_non_null(h2_stream_headers(st, &n));
+	assert_true(n >= 4);
+	assert_null(h2_stream_conn(st));
+	h2_stream_set_handler(st, &raw_h, NULL);
+	assert_ptr_equal(h2_stream_user(st), NULL);
+	assert_ptr_equal(h2_stream_session(st), H.s);
+	if (strcmp(path, "/empty") == 0) {
+		assert_int_equal(h2_stream_respond(st, 204, NULL, 0, true), 0);
+		assert_int_equal(h2_stream_respond(st, 200, NULL, 0, true),
+				 KV_EINVAL);
+		assert_int_equal(h2_stream_write(st, "x", 1), KV_EINVAL);
+	} else if (strcmp(path, "/body") == 0) {
+		/* raw_on_end answers */
+	} else {
+		raw_held = st;
+		assert_int_equal(h2_stream_respond(st, 200, NULL, 0, false),
+				 0);
+		assert_int_equal(h2_stream_write(st, "partial", 7), 0);
+	}
+}
+
+static void test_h2_plain_streams(void **state)
+{
+	struct cstream *c;
+	(void)state;
+
+	raw_held = NULL;
+	raw_closes = 0;
+	raw_bytes = 0;
+	h2_session_free(H.s);
+	assert_int_equal(h2_session_new(NULL, &test_io, NULL, raw_on_stream,
+					NULL, &H.s),
+			 0);
+	nghttp2_session_del(H.cl);
+	H.cl = NULL;
+	{
+		nghttp2_session_callbacks *cbs;
+		nghttp2_session_callbacks_new(&cbs);
+		nghttp2_session_callbacks_set_on_header_callback(cbs,
+								 cl_on_header);
+		nghttp2_session_callbacks_set_on_stream_close_callback(
+			cbs, cl_on_close);
+		nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+			cbs, cl_on_data);
+		assert_int_equal(nghttp2_session_client_new(&H.cl, cbs, NULL),
+				 0);
+		nghttp2_session_callbacks_del(cbs);
+	}
+	kv_buf_reset(&H.to_client);
+	nghttp2_submit_settings(H.cl, NGHTTP2_FLAG_NONE, NULL, 0);
+
+	c = call_open("/empty", NULL, NULL);
+	c->req_end = true;
+	pump();
+	assert_true(c->closed);
+	assert_int_equal(c->http_status, 204);
+	assert_int_equal(c->close_code, 0);
+
+	c = call_open("/body", NULL, NULL);
+	assert_int_equal(kv_buf_append(&c->req, "request body", 12), 0);
+	c->req_end = true;
+	pump();
+	assert_true(c->closed);
+	assert_int_equal(c->http_status, 200);
+	assert_int_equal(c->data.len, 3);
+	assert_memory_equal(c->data.base, "abc", 3);
+	assert_int_equal(raw_bytes, 12);
+
+	/* The application resets a stream mid-answer. */
+	c = call_open("/reset", NULL, NULL);
+	pump();
+	assert_non_null(raw_held);
+	assert_int_equal(c->data.len, 7);
+	{
+		struct h2_stream *st = raw_held;
+		assert_int_equal(h2_stream_reset(st, H2_CANCEL), 0);
+		/* Still valid until on_close: writes are refused. */
+		if (raw_held != NULL)
+			assert_int_equal(h2_stream_write(st, "x", 1),
+					 KV_ECLOSED);
+	}
+	pump();
+	assert_true(c->closed);
+	assert_int_equal(c->close_code, NGHTTP2_CANCEL);
+	assert_null(raw_held);
+	assert_int_equal(raw_closes, 3);
+	assert_int_equal(raw_close_code, NGHTTP2_CANCEL);
+	assert_int_equal(h2_session_stream_count(H.s), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1178,6 +1318,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_many_streams, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_header_limit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_h2_plain_streams, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_max_concurrent_streams,
 						setup, teardown),
