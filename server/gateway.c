@@ -284,29 +284,35 @@ static void do_member_list(struct kvd_server *s, struct http_request *req)
 	size_t n = s->cluster.n;
 	Etcdserverpb__Member *mem = calloc(n, sizeof(*mem));
 	Etcdserverpb__Member **pm = calloc(n, sizeof(*pm));
-	char *adv = strdup(s->cfg->advertise_client_urls);
-	char *curls[KVRAFT_MAX_URLS];
-	size_t ncurls = 0;
+	/* client URLs: our own flag, and what peers told us (ATTRS) */
+	char **copies = calloc(n, sizeof(char *));
+	char *(*curls)[KVRAFT_MAX_URLS] = calloc(n, sizeof(*curls));
 	Etcdserverpb__ResponseHeader *h = kv_translate_header(&ids, 0, &s->arena);
-	if (mem == NULL || pm == NULL || adv == NULL || h == NULL) {
+	if (mem == NULL || pm == NULL || copies == NULL || curls == NULL ||
+	    h == NULL) {
 		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
 				  "etcdserver: too many requests");
 		goto out;
 	}
-	for (char *save = NULL, *tok = strtok_r(adv, ",", &save);
-	     tok != NULL && ncurls < KVRAFT_MAX_URLS;
-	     tok = strtok_r(NULL, ",", &save))
-		curls[ncurls++] = tok;
 	for (size_t i = 0; i < n; i++) {
 		struct kvraft_member *km = &s->cluster.members[i];
+		const char *src = km->id == s->self_id
+					  ? s->cfg->advertise_client_urls
+					  : s->client_urls[i];
 		etcdserverpb__member__init(&mem[i]);
 		mem[i].id = km->id;
 		mem[i].name = km->name;
 		mem[i].n_peerurls = km->nurls;
 		mem[i].peerurls = km->urls;
-		if (km->id == s->self_id) {
-			mem[i].n_clienturls = ncurls;
-			mem[i].clienturls = curls;
+		if (src != NULL && (copies[i] = strdup(src)) != NULL) {
+			size_t nc = 0;
+			for (char *save = NULL,
+				  *tok = strtok_r(copies[i], ",", &save);
+			     tok != NULL && nc < KVRAFT_MAX_URLS;
+			     tok = strtok_r(NULL, ",", &save))
+				curls[i][nc++] = tok;
+			mem[i].n_clienturls = nc;
+			mem[i].clienturls = curls[i];
 		}
 		pm[i] = &mem[i];
 	}
@@ -318,7 +324,10 @@ static void do_member_list(struct kvd_server *s, struct http_request *req)
 	kvd_respond_message(s, req, &r.base);
 out:
 	mvcc_arena_reset(&s->arena);
-	free(adv);
+	for (size_t i = 0; copies != NULL && i < n; i++)
+		free(copies[i]);
+	free(copies);
+	free(curls);
 	free(pm);
 	free(mem);
 }

@@ -486,6 +486,7 @@ void kvd_header_ids(struct kvd_server *s, struct kv_header_ids *ids)
 /* ---- loop housekeeping ----------------------------------------------- */
 
 static void fatal_stop(struct kvd_server *s, const char *what, int rv);
+static void send_attrs(struct kvd_server *s);
 
 static void propose_nospace_alarm(struct kvd_server *s)
 {
@@ -555,6 +556,8 @@ static void on_tick(uv_timer_t *t)
 {
 	struct kvd_server *s = t->data;
 	uint64_t now = uv_now(&s->loop);
+	if (s->ticks++ % 30 == 1 && !s->stopping)
+		send_attrs(s);
 	while (s->wfirst != NULL && s->wfirst->deadline <= now)
 		waiter_fail(s, s->wfirst, KV_GRPC_UNAVAILABLE,
 			    "etcdserver: request timed out");
@@ -581,11 +584,44 @@ static int net_send(void *data, uint64_t to, uint8_t type, const void *body,
 	return peer_transport_send(s->transport, to, type, body, len);
 }
 
+static void on_peer_attrs(struct kvd_server *s, uint64_t from,
+			  const void *body, size_t len)
+{
+	if (len > 4096)
+		return;
+	for (size_t i = 0; i < s->cluster.n; i++) {
+		if (s->cluster.members[i].id != from)
+			continue;
+		char *u = malloc(len + 1);
+		if (u == NULL)
+			return;
+		memcpy(u, body, len);
+		u[len] = '\0';
+		free(s->client_urls[i]);
+		s->client_urls[i] = u;
+		return;
+	}
+}
+
+static void send_attrs(struct kvd_server *s)
+{
+	const char *u = s->cfg->advertise_client_urls;
+	for (size_t i = 0; i < s->cluster.n; i++)
+		if (s->cluster.members[i].id != s->self_id &&
+		    s->transport != NULL)
+			(void)peer_transport_send(s->transport,
+						  s->cluster.members[i].id,
+						  KVD_PEER_MSG_ATTRS, u,
+						  strlen(u));
+}
+
 static void on_peer_message(void *data, uint64_t from, uint8_t type,
 			    const void *body, size_t len)
 {
 	struct kvd_server *s = data;
-	if (s->node != NULL)
+	if (type == KVD_PEER_MSG_ATTRS)
+		on_peer_attrs(s, from, body, len);
+	else if (s->node != NULL)
 		kvraft_node_receive(s->node, from, type, body, len);
 }
 
@@ -924,6 +960,12 @@ int kvd_server_run(const struct kvd_config *cfg)
 	const struct kvraft_member *self =
 		kvraft_cluster_find(&s->cluster, cfg->name);
 	s->self_id = self->id;
+	s->client_urls = calloc(s->cluster.n, sizeof(char *));
+	if (s->client_urls == NULL) {
+		kvraft_cluster_free(&s->cluster);
+		free(s);
+		return 1;
+	}
 	s->cluster_id = s->cluster.cluster_id;
 	uv_loop_init(&s->loop);
 	uv_timer_init(&s->loop, &s->tick);
@@ -992,6 +1034,9 @@ out:
 	tls_ctx_free(s->client_tls);
 	tls_ctx_free(s->peer_server_tls);
 	tls_ctx_free(s->peer_client_tls);
+	for (size_t i = 0; i < s->cluster.n; i++)
+		free(s->client_urls[i]);
+	free(s->client_urls);
 	kvraft_cluster_free(&s->cluster);
 	free(s);
 	return code;

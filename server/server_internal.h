@@ -24,6 +24,12 @@
 
 #define KVD_WAIT_BUCKETS 4096
 
+/* Member-to-member message of kvd's own (the transport delivers types
+ * 2..255; raft/ uses 2..8): body = the sender's --advertise-client-urls.
+ * Sent to every peer every few seconds, so MemberList shows every
+ * member's client URLs (not persisted; etcd replicates them in raft). */
+#define KVD_PEER_MSG_ATTRS 64
+
 /* A client write waiting for its result from this member's apply. Owned
  * by the registry; req is NULL once the connection went away. */
 struct kvd_waiter {
@@ -44,6 +50,8 @@ struct kvd_server {
 	uv_signal_t sigterm, sigint;
 
 	struct kvraft_cluster cluster; /* from --initial-cluster */
+	char **client_urls; /* per cluster.members[i]; malloc'd or NULL */
+	unsigned ticks;
 	uint64_t self_id, cluster_id;
 	uint64_t request_timeout_ms;
 

@@ -193,6 +193,17 @@ def test_version_health_status_members_hash(cluster):
         me = [x for x in ml["members"]
               if x["ID"] == ml["header"]["member_id"]][0]
         assert me["clientURLs"] == [m.curl]
+    # peers tell each other their client URLs (within a few seconds)
+    def all_urls():
+        for m in cluster.members:
+            ml = m.call("/v3/cluster/member/list", {})
+            got = {x["name"]: x.get("clientURLs") for x in ml["members"]}
+            want = {x.name: [x.curl] for x in cluster.members}
+            if got != want:
+                return False
+        return True
+    wait_until(all_urls, timeout=10, what="every member's client URLs")
+    for m in cluster.members:
         assert m.call("/v3/maintenance/hash", {})["hash"] >= 0
 
 
