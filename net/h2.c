@@ -14,6 +14,7 @@
 
 #define DEFAULT_MAX_STREAMS 1000u
 #define DEFAULT_MAX_HEADER_BYTES ((size_t)64 * 1024)
+#define CONN_WINDOW (1 << 20)
 
 struct h2_stream {
 	struct h2_session *s;
@@ -654,6 +655,13 @@ int h2_session_new(const struct h2_config *cfg, const struct h2_io *io,
 	iv[2].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
 	iv[2].value = (uint32_t)s->cfg.max_header_bytes;
 	if (nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, 3) != 0)
+		goto err_after_session;
+	/* Connection-level input is acknowledged as it arrives (streams'
+	 * windows bound memory), so a larger connection window costs
+	 * nothing and lets several streams upload at once without waiting
+	 * a round trip per 64 KiB. */
+	if (nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0,
+						  CONN_WINDOW) != 0)
 		goto err_after_session;
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cbs);
