@@ -44,6 +44,10 @@ def main():
                     help="directory for data, logs and histories "
                          "(default: a temp dir, removed on success)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--plant-serializable-reads", action="store_true",
+                    help="checker validation: make gets serializable "
+                         "(stale reads allowed by etcd); violations are "
+                         "then expected")
     a = ap.parse_args()
     names = a.scenario or scenarios.DEFAULT
     for n in names:
@@ -64,7 +68,8 @@ def main():
                     pm, name, binary=a.binary, duration=a.duration,
                     clients=a.clients, tls=certs, workdir=wd,
                     seed=None if a.seed is None else a.seed + r,
-                    budget=a.budget)
+                    budget=a.budget,
+                    serializable=a.plant_serializable_reads)
             except Exception:  # noqa: BLE001 - report and go on
                 traceback.print_exc()
                 print(f"scenario={name} run={r} error (logs in {wd})")

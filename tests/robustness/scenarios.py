@@ -105,7 +105,7 @@ DEFAULT = ["kill_random", "kill_leader", "pause_follower", "pause_leader"]
 
 def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
                  tls=None, workdir=None, seed=None, budget=120.0,
-                 log=print, nemesis_kwargs=None):
+                 log=print, nemesis_kwargs=None, serializable=False):
     """Starts a 3-member cluster, runs the workload with the nemesis for
     `duration` s, heals, reads every key and checks the history. Returns a
     dict: scenario, ops, ok/unknown/fail counts, checked, violations (list),
@@ -133,7 +133,7 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
         th.start()
         ops, keys = workload.run_workload(
             c.client_urls, duration, clients=clients, tls=c.client_tls,
-            seed=rnd.randrange(1 << 30))
+            seed=rnd.randrange(1 << 30), serializable=serializable)
         stop.set()
         th.join(30)
         c.heal()

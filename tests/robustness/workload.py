@@ -75,7 +75,10 @@ def do_op(gw, op):
         r = gw.call("/v3/kv/put", {"key": b64(k), "value": b64(op["value"])})
         return {"rev": _rev(r)}
     if kind == "get":
-        r = gw.call("/v3/kv/range", {"key": b64(k)})
+        body = {"key": b64(k)}
+        if op.get("serializable"):
+            body["serializable"] = True
+        r = gw.call("/v3/kv/range", body)
         kvs = r.get("kvs") or []
         v, m = _kv(kvs[0]) if kvs else (None, 0)
         return {"rev": _rev(r), "value": v, "mod_rev": m}
@@ -125,7 +128,7 @@ class Recorder:
 
 
 def _client(cid, endpoints, tls, keys, mix, rec, stop_at, max_ops, counter,
-            timeout, seed, stop_event):
+            timeout, seed, stop_event, serializable):
     rnd = random.Random(seed)
     ep = cid % len(endpoints)
     gw = Gateway(endpoints[ep], tls, timeout)
@@ -147,6 +150,8 @@ def _client(cid, endpoints, tls, keys, mix, rec, stop_at, max_ops, counter,
                 op["value"] = f"c{cid}-{seq}"
             if kind == "cas":
                 op["expect"] = last_mod[k]
+            if kind == "get" and serializable:
+                op["serializable"] = True
             if kind == "range":
                 i = keys.index(k)
                 op["key"] = keys[min(i, len(keys) - 2)]
@@ -189,9 +194,12 @@ def _client(cid, endpoints, tls, keys, mix, rec, stop_at, max_ops, counter,
 
 def run_workload(endpoints, duration, clients=4, keys=None, tls=None,
                  max_ops=100000, mix=None, timeout=2.0, seed=None,
-                 prefix="/rb/"):
+                 prefix="/rb/", serializable=False):
     """Runs `clients` threads for `duration` seconds (or max_ops ops) and
-    returns the recorded history (list of op dicts, sorted by call)."""
+    returns the recorded history (list of op dicts, sorted by call).
+    serializable=True makes gets serializable (served from the member's
+    local state, possibly stale): a planted bug the checker must catch,
+    not a mode to test a server with."""
     keys = keys or [f"{prefix}k{i}" for i in range(4)]
     keys = sorted(keys)
     mix = mix or DEFAULT_MIX
@@ -203,7 +211,7 @@ def run_workload(endpoints, duration, clients=4, keys=None, tls=None,
     ths = [threading.Thread(target=_client, daemon=True,
                             args=(c, endpoints, tls, keys, mix, rec, stop_at,
                                   max_ops, counter, timeout, seed + c,
-                                  stop_event))
+                                  stop_event, serializable))
            for c in range(clients)]
     for t in ths:
         t.start()
