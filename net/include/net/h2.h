@@ -16,8 +16,8 @@
  * receive window reopens (WINDOW_UPDATE) only as the handler reports the
  * bytes processed (h2_stream_consume), so a handler that stops reading
  * holds the peer to one window (64 KiB by default) of buffered input per
- * stream. The connection-level window is reopened as data arrives; each
- * stream's own window is what bounds it.
+ * stream. The connection-level window (1 MiB) is reopened as data
+ * arrives; each stream's own window is what bounds it.
  *
  * Output. Answer data is copied into a per-stream buffer and framed by
  * nghttp2 as the peer's windows allow. h2_stream_write refuses with
@@ -119,7 +119,9 @@ bool h2_stream_remote_closed(const struct h2_stream *st);
 void h2_stream_consume(struct h2_stream *st, size_t n);
 
 /* Response headers (":status" is added from status; names lowercase; all
- * copied). end_stream: the answer has no body and no trailers. Returns 0,
+ * copied). end_stream: the answer has no body and no trailers. An answer
+ * that ends before the request body did resets the stream (NO_ERROR)
+ * once sent, so answer from on_end to read the whole body first. Returns 0,
  * KV_EINVAL (already responded, or the stream is closing) or KV_ENOMEM. */
 int h2_stream_respond(struct h2_stream *st, int status,
 		      const struct h2_header *hdrs, size_t n, bool end_stream);
