@@ -133,6 +133,19 @@ def test_plaintext_prior_knowledge_and_http1(procs, bin_dir, certs):
         assert data.endswith(b"hello from kvd grpc echo\n")
         assert ch.unary_unary(UNARY)(b"again", timeout=5) == b"again"
         assert ch.unary_unary(UNARY)(b"whoami", timeout=5) == b"-"
+    # Keepalive PINGs from the client are answered (etcd's clients set
+    # keepalive times); calls keep working across them.
+    opts = [("grpc.keepalive_time_ms", 200),
+            ("grpc.keepalive_timeout_ms", 1000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}", opts) as ch:
+        u = ch.unary_unary(UNARY)
+        assert u(b"a", timeout=5) == b"a"
+        time.sleep(1.2)
+        assert u(b"b", timeout=5) == b"b"
+        it = ch.unary_stream(SSTREAM)(b"5 10 300", timeout=10)
+        assert len(list(it)) == 5
     stop_clean(p)
 
 
