@@ -45,12 +45,15 @@ struct h2_session {
 	size_t nstreams;
 	size_t out_total; /* body bytes buffered over all streams */
 	struct net_conn *conn; /* set by h2_attach, else NULL */
-	bool in_recv, flushing, want_flush, ending, closed, failed;
+	bool in_recv, flushing, want_flush, ending, goaway_sent, closed;
+	bool failed;
 	char errmsg[128];  /* why the session failed */
 	char lasterr[128]; /* nghttp2's last complaint, maybe not fatal */
 };
 
 static void flush(struct h2_session *s);
+static void final_goaway(struct h2_session *s);
+static const uint8_t goaway_ping[8];
 
 /* ---- streams ----------------------------------------------------------- */
 
@@ -435,6 +438,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f,
 	struct h2_stream *st;
 	(void)ng;
 
+	if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
+	    s->ending &&
+	    memcmp(f->ping.opaque_data, goaway_ping, sizeof(goaway_ping)) == 0)
+		final_goaway(s);
 	if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
 		return 0;
 	st = get_stream(s, f->hd.stream_id);
@@ -717,14 +724,34 @@ void h2_session_writable(struct h2_session *s)
 	flush(s);
 }
 
+static const uint8_t goaway_ping[8] = { 'k', 'v', 'd', 'g', 'o', 'a', 'w',
+					'y' };
+
+/* The final GOAWAY: streams above the last one we processed are refused
+ * (clients retry those elsewhere). */
+static void final_goaway(struct h2_session *s)
+{
+	if (s->goaway_sent)
+		return;
+	s->goaway_sent = true;
+	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
+			      nghttp2_session_get_last_proc_stream_id(s->ng),
+			      NGHTTP2_NO_ERROR, NULL, 0);
+}
+
 void h2_session_end(struct h2_session *s)
 {
 	if (s->ending || s->closed)
 		return;
 	s->ending = true;
-	nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(s->ng),
-			      NGHTTP2_NO_ERROR, NULL, 0);
+	/* Two steps, as grpc-go: a GOAWAY naming the largest stream id
+	 * tells the client to open no more streams, then, once a PING has
+	 * made the round trip, the real GOAWAY names the last stream we
+	 * took, so streams the client sent meanwhile are served, not
+	 * refused. Without the PING answer the first GOAWAY stands. */
+	if (nghttp2_submit_shutdown_notice(s->ng) != 0 ||
+	    nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, goaway_ping) != 0)
+		final_goaway(s);
 	flush(s);
 }
 
