@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -847,6 +848,18 @@ static int start_store_and_node(struct kvd_server *s)
 	char dir[4096], err[512];
 	int rv;
 
+	/* Joining a running cluster needs runtime reconfiguration (member
+	 * add), which kvd does not have yet: bootstrapping a fresh data dir
+	 * from the list could disagree with the running cluster's log. */
+	snprintf(dir, sizeof(dir), "%s/member", cfg->data_dir);
+	if (strcmp(cfg->initial_cluster_state, "existing") == 0 &&
+	    access(dir, F_OK) != 0) {
+		KV_ERROR(MOD,
+			 "--initial-cluster-state=existing with an empty data "
+			 "dir: joining a running cluster is not supported yet",
+			 "dir=%s", cfg->data_dir);
+		return KV_EUNSUPP;
+	}
 	if (mkdir_p(cfg->data_dir) != 0) {
 		KV_ERROR(MOD, "cannot create the data dir", "dir=%s err=\"%s\"",
 			 cfg->data_dir, strerror(errno));
