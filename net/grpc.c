@@ -261,11 +261,10 @@ static int send_status(struct grpc_call *call, int http_status, int code,
 	}
 	h[n].name = "grpc-status";
 	h[n++].value = codebuf;
-	if (msg != NULL && msg[0] != '\0') {
-		grpc_percent_encode(msg, enc, sizeof(enc));
-		h[n].name = "grpc-message";
-		h[n++].value = enc;
-	}
+	/* grpc-go always sends grpc-message, empty for no message. */
+	grpc_percent_encode(msg != NULL ? msg : "", enc, sizeof(enc));
+	h[n].name = "grpc-message";
+	h[n++].value = enc;
 	if (!call->headers_sent) {
 		call->headers_sent = true;
 		return h2_stream_respond(call->st, http_status, h, n, true);
