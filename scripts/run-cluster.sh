@@ -14,7 +14,10 @@ PKI=$RUN/pki
 BUILD=${KVD_RUN_BUILD:-build-run}
 
 scripts/install-deps.sh
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKV_SANITIZE=OFF >/dev/null
+# Warnings stay warnings here: make test is where -Werror is enforced, and
+# a newer compiler warning in some module must not stop a user running kvd.
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKV_SANITIZE=OFF \
+	-DKV_WERROR=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target kvd
 KVD=$ROOT/$BUILD/bin/kvd
 

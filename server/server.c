@@ -133,16 +133,66 @@ static void fail_ids(struct kvd_server *s, const uint64_t *ids, size_t n,
 	}
 }
 
+/* A follower learns that an entry committed only from the leader's next
+ * append, which (raft 0.15) may be a heartbeat away: a write or a
+ * linearizable read on a follower would wait up to two heartbeat
+ * intervals (200 ms at the defaults). When something here waits for the
+ * commit index, a follower proposes an empty batch (one in flight at a
+ * time): the leader appends it and sends the new commit index with it.
+ * A leader needs none of this. */
+static bool follower_behind(struct kvd_server *s, uint64_t index)
+{
+	struct kvraft_status st;
+	if (s->node == NULL || s->stopping)
+		return false;
+	kvraft_node_status(s->node, &st);
+	return st.role == KVRAFT_FOLLOWER && st.applied_index < index;
+}
+
+static void nudge(struct kvd_server *s);
+
+static void on_nudged(struct kvraft_propose_req *pr, int status,
+		      uint64_t index)
+{
+	struct kvd_server *s = pr->data;
+	s->nudge_busy = false;
+	/* A read that rode on the nudge still needs its commit index. */
+	if (status == 0 && s->reads_pending > 0 && follower_behind(s, index))
+		nudge(s);
+}
+
+static void nudge(struct kvd_server *s)
+{
+	struct kvraft_status st;
+	if (s->nudge_busy || s->node == NULL || s->stopping)
+		return;
+	kvraft_node_status(s->node, &st);
+	if (st.role != KVRAFT_FOLLOWER)
+		return;
+	memset(&s->nudge_pr, 0, sizeof(s->nudge_pr));
+	s->nudge_pr.data = s;
+	if (kvraft_node_propose(s->node, "", 0, &s->nudge_pr, on_nudged) == 0)
+		s->nudge_busy = true;
+}
+
 static void on_proposed(struct kvraft_propose_req *pr, int status,
 			uint64_t index)
 {
 	struct batch_prop *b = pr->data;
-	(void)index;
+	struct kvd_server *s = b->s;
 	/* status 0: results come from our own apply (on_result). */
-	if (status != 0 && b->s->node != NULL)
-		fail_ids(b->s, b->ids, b->n, status);
-	else if (status != 0)
-		fail_ids(b->s, b->ids, b->n, KV_ECLOSED);
+	if (status != 0 && s->node != NULL) {
+		fail_ids(s, b->ids, b->n, status);
+	} else if (status != 0) {
+		fail_ids(s, b->ids, b->n, KV_ECLOSED);
+	} else if (follower_behind(s, index)) {
+		for (size_t i = 0; i < b->n; i++) {
+			if (waiter_find(s, b->ids[i]) != NULL) {
+				nudge(s);
+				break;
+			}
+		}
+	}
 	free(b);
 }
 
@@ -421,6 +471,7 @@ static void on_read_ready(struct kvraft_read_req *rr, int status)
 {
 	struct read_op *op = rr->data;
 	struct kvd_server *s = op->s;
+	s->reads_pending--;
 	if (op->req != NULL) {
 		op->req->user = NULL;
 		op->req->on_abort = NULL;
@@ -461,7 +512,10 @@ void kvd_read(struct kvd_server *s, struct http_request *req,
 	req->user = op;
 	req->on_abort = on_read_abort;
 	int rv = kvraft_node_read_barrier(s->node, &op->rr, on_read_ready);
-	if (rv != 0) {
+	if (rv == 0) {
+		s->reads_pending++;
+		nudge(s);
+	} else {
 		req->user = NULL;
 		req->on_abort = NULL;
 		int code;

@@ -72,6 +72,12 @@ struct kvd_server {
 	size_t nwaiters;
 	uint64_t last_id;
 
+	/* Follower "nudge": an empty entry proposed so that the leader sends
+	 * an append carrying its new commit index at once (see server.c). */
+	struct kvraft_propose_req nudge_pr;
+	bool nudge_busy;
+	size_t reads_pending; /* linearizable reads waiting on the node */
+
 	struct mvcc_arena arena; /* responses built on the loop */
 	int64_t compacted_rev;   /* physical compaction done up to */
 	bool nospace_pending;
