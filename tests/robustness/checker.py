@@ -609,3 +609,33 @@ def check_history(history, final=None, keyspace=None, partition=True,
             res.notes.append("whole-history search (range atomicity) not "
                              "finished within the budget")
     return res
+
+
+def main(argv):
+    """checker.py HISTORY.jsonl [--budget S] — checks a saved history."""
+    import json
+    if len(argv) < 2:
+        print("usage: checker.py HISTORY.jsonl [--budget S]")
+        return 2
+    budget = float(argv[argv.index("--budget") + 1]) \
+        if "--budget" in argv else 120.0
+    ops, final = [], None
+    with open(argv[1]) as f:
+        for line in f:
+            d = json.loads(line)
+            if "final" in d:
+                final = {k: tuple(v) if k != "_rev" else v
+                         for k, v in d["final"].items()}
+            else:
+                ops.append(d)
+    res = check_history(ops, final=final, budget=budget)
+    print(f"ops={res.ops} checked={res.checked} "
+          f"violations={len(res.violations)} verdict={res.verdict}")
+    for v in res.violations + res.unknown + res.notes:
+        print("  " + v)
+    return {"ok": 0, "violation": 1}.get(res.verdict, 2)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv))
