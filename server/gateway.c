@@ -357,6 +357,39 @@ static void do_hash(struct kvd_server *s, struct http_request *req)
 	mvcc_arena_reset(&s->arena);
 }
 
+static void do_alarm(struct kvd_server *s, struct http_request *req)
+{
+	ProtobufCMessage *m =
+		decode(s, req, &etcdserverpb__alarm_request__descriptor);
+	if (m == NULL)
+		return;
+	/* etcd 3.4 sends every alarm action (GET too) through raft. */
+	kvd_propose(s, req, KVDPB__INTERNAL_REQUEST__REQUEST_ALARM, m);
+}
+
+/* etcd's Defragment: local to the member, blocks it while the store is
+ * rewritten (as etcd does), answers {} (no header in 3.4). */
+static void do_defragment(struct kvd_server *s, struct http_request *req)
+{
+	ProtobufCMessage *m =
+		decode(s, req, &etcdserverpb__defragment_request__descriptor);
+	if (m == NULL)
+		return;
+	protobuf_c_message_free_unpacked(m, NULL);
+	int rv = kv_apply_commit(s->apply, true);
+	if (rv == 0)
+		rv = mvcc_defrag(kv_apply_mvcc(s->apply));
+	if (rv != 0) {
+		KV_ERROR(MOD, "defragment failed", "err=%s", kv_errname(rv));
+		kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
+				  "etcdserver: server stopped");
+		return;
+	}
+	Etcdserverpb__DefragmentResponse r =
+		ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
+	kvd_respond_message(s, req, &r.base);
+}
+
 struct route {
 	const char *path; /* after /v3/ */
 	void (*fn)(struct kvd_server *s, struct http_request *req);
@@ -371,6 +404,8 @@ static const struct route routes[] = {
 	{ "maintenance/status", do_status },
 	{ "cluster/member/list", do_member_list },
 	{ "maintenance/hash", do_hash },
+	{ "maintenance/alarm", do_alarm },
+	{ "maintenance/defragment", do_defragment },
 };
 
 /* etcd 3.4 gateway paths kvd does not serve yet: 501 Unimplemented. */
@@ -388,8 +423,6 @@ static const char *const unserved[] = {
 	"cluster/member/remove",
 	"cluster/member/update",
 	"cluster/member/promote",
-	"maintenance/alarm",
-	"maintenance/defragment",
 	"maintenance/hashkv",
 	"maintenance/snapshot",
 	"maintenance/transfer-leadership",

@@ -311,6 +311,9 @@ void kvd_propose(struct kvd_server *s, struct http_request *req,
 	case KVDPB__INTERNAL_REQUEST__REQUEST_COMPACTION:
 		ir->compaction = (Etcdserverpb__CompactionRequest *)msg;
 		break;
+	case KVDPB__INTERNAL_REQUEST__REQUEST_ALARM:
+		ir->alarm = (Etcdserverpb__AlarmRequest *)msg;
+		break;
 	default:
 		abort();
 	}

@@ -541,4 +541,21 @@ def test_nospace_alarm(procs, certs, bin_dir, tmp_path):
     assert r["deleted"] == "1"
     r = c.session.get(m.curl + "/health", timeout=5)
     assert r.status_code == 503 and r.json() == {"health": "false"}
+    al = m.call("/v3/maintenance/alarm", {"action": "GET"})
+    assert {"memberID": st["header"]["member_id"],
+            "alarm": "NOSPACE"} in al["alarms"], al
+    # etcd's recovery: delete, compact, defragment, disarm
+    m.call("/v3/kv/deleterange", {"key": b64("q"), "range_end": b64("r")})
+    rev = m.status()["header"]["revision"]
+    m.call("/v3/kv/compaction", {"revision": rev, "physical": True})
+    time.sleep(0.5)  # physical compaction runs in steps on the loop
+    assert m.call("/v3/maintenance/defragment", {}) == {}
+    m.call("/v3/maintenance/alarm", {"action": "DEACTIVATE",
+                                     "memberID": st["header"]["member_id"],
+                                     "alarm": "NOSPACE"})
+    assert "errors" not in m.status()
+    m.put("after-disarm", "ok")
+    assert m.get("after-disarm") == "ok"
+    r = c.session.get(m.curl + "/health", timeout=5)
+    assert r.status_code == 200
     assert m.proc.stop() == 0
