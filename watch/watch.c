@@ -1,0 +1,1034 @@
+/* watch.c — the watcher registry: range index, synced fan-out, catch-up
+ * from history, back-pressure, progress, fragmentation. See watch.h. */
+#include "watch/watch.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- types ------------------------------------------------------------- */
+
+enum gkind { G_SINGLE = 0, G_RANGE = 1, G_FROM = 2 /* every key >= key */ };
+
+/* Watchers sharing one (kind, key, range_end) share a group: the key is
+ * stored once and the index holds groups, not watchers. A group lives as
+ * long as any watcher references it; its list holds only synced ones. */
+struct group {
+	struct group *hnext; /* hash chain */
+	uint64_t hash;
+	enum gkind kind;
+	size_t refs;
+	size_t range_idx; /* position in reg->ranges (G_RANGE, G_FROM) */
+	struct watcher *synced; /* doubly linked by g_prev/g_next */
+	uint8_t *key;
+	size_t key_len;
+	uint8_t *end;
+	size_t end_len;
+};
+
+struct watcher {
+	struct watch_stream *s;
+	struct group *g;
+	int64_t id;
+	/* First revision not yet received (see watch.h). For synced
+	 * watchers a lower bound used as the start filter. */
+	int64_t next_rev;
+	struct watcher *g_prev, *g_next; /* group's synced list */
+	struct watcher *u_prev, *u_next; /* registry's unsynced list */
+	struct watcher *s_prev, *s_next; /* stream's list */
+	struct watcher *id_next;         /* stream's id hash chain */
+	/* notify scratch */
+	struct watcher *touch_next;
+	uint64_t mark;
+	size_t cnt, off;
+	unsigned filters;
+	bool synced;
+	bool prev_kv;
+	bool fragment;
+	bool progress_notify;
+	bool had_events; /* since the last progress tick */
+};
+
+struct watch_stream {
+	struct watch_registry *reg;
+	struct watch_stream *prev, *next;
+	watch_response_fn on_response;
+	void *data;
+	size_t max_queue;
+	size_t queued;
+	bool blocked;
+	bool progress_pending;
+	int64_t next_id;
+	size_t n_watchers;
+	size_t n_unsynced;
+	struct watcher *watchers; /* s_prev/s_next */
+	struct watcher **ids;     /* id hash buckets */
+	size_t n_ids;             /* bucket count (power of two) */
+	uint64_t next_tick_ms;    /* 0 until the first watch_tick */
+};
+
+struct pair {
+	struct watcher *w;
+	size_t ev;
+};
+
+struct watch_registry {
+	watch_history_fn history;
+	void *history_data;
+	int64_t rev;
+	uint64_t interval_ms;
+	size_t max_resp;
+	size_t batch;
+	struct watch_stream *streams;
+	size_t n_watchers;
+	size_t n_unsynced;
+	size_t n_prev_kv;
+	struct watcher *unsynced_head, *unsynced_tail;
+	/* group hash */
+	struct group **gtab;
+	size_t n_gtab, n_groups;
+	/* range groups, scanned per event */
+	struct group **ranges;
+	size_t n_ranges, cap_ranges;
+	/* notify scratch */
+	uint64_t mark;
+	struct pair *pairs;
+	size_t cap_pairs;
+	const struct mvcc_event **ptrs;
+	size_t cap_ptrs;
+};
+
+#define DEFAULT_INTERVAL_MS (10u * 60u * 1000u)
+#define DEFAULT_MAX_RESP ((size_t)1536 * 1024)
+#define DEFAULT_BATCH 1000
+#define DEFAULT_MAX_QUEUE ((size_t)4 << 20)
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+static uint64_t group_hash(enum gkind kind, const uint8_t *key, size_t kl,
+			   const uint8_t *end, size_t el)
+{
+	uint64_t h = 14695981039346656037ull ^ (uint64_t)kind;
+	h = hash_bytes(h, key, kl);
+	h ^= 0xff;
+	h *= 1099511628211ull;
+	return hash_bytes(h, end, el);
+}
+
+static int cmp_bytes(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+	size_t n = al < bl ? al : bl;
+	int c = n ? memcmp(a, b, n) : 0;
+	if (c)
+		return c;
+	return al < bl ? -1 : al > bl;
+}
+
+static bool group_matches(const struct group *g, const uint8_t *k, size_t kl)
+{
+	if (cmp_bytes(k, kl, g->key, g->key_len) < 0)
+		return false;
+	if (g->kind == G_FROM)
+		return true;
+	return cmp_bytes(k, kl, g->end, g->end_len) < 0;
+}
+
+static bool stream_full(const struct watch_stream *s)
+{
+	return s->blocked || s->queued >= s->max_queue;
+}
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static size_t field_bytes(size_t len)
+{
+	return 1 + varint_len(len) + len;
+}
+
+static size_t field_int(int64_t v)
+{
+	return v ? 1 + varint_len((uint64_t)v) : 0;
+}
+
+static size_t kv_size(const struct mvcc_kv *kv)
+{
+	size_t n = 0;
+	if (kv->key_len)
+		n += field_bytes(kv->key_len);
+	n += field_int(kv->create_revision) + field_int(kv->mod_revision) +
+	     field_int(kv->version) + field_int(kv->lease);
+	if (kv->value_len)
+		n += field_bytes(kv->value_len);
+	return n;
+}
+
+size_t watch_event_size(const struct mvcc_event *ev, bool prev_kv)
+{
+	size_t n = ev->type ? 2 : 0;
+	n += field_bytes(kv_size(&ev->kv));
+	if (prev_kv && ev->prev_kv)
+		n += field_bytes(kv_size(ev->prev_kv));
+	return n;
+}
+
+/* Everything but the events: header (cluster/member id, revision, term),
+ * watch_id, flags, compact revision, reason. */
+static size_t base_size(const struct watch_response *r)
+{
+	size_t h = 11 + 11 + field_int(r->header_revision) + 6;
+	size_t n = field_bytes(h) + field_int(r->watch_id);
+	n += (r->created ? 2 : 0) + (r->canceled ? 2 : 0) +
+	     (r->fragment ? 2 : 0) + field_int(r->compact_revision);
+	if (r->cancel_reason)
+		n += field_bytes(strlen(r->cancel_reason));
+	return n;
+}
+
+static void emit(struct watch_stream *s, struct watch_response *r)
+{
+	size_t n = base_size(r);
+	for (size_t i = 0; i < r->n_events; i++)
+		n += field_bytes(watch_event_size(r->events[i], r->prev_kv));
+	r->size = n;
+	s->queued += n;
+	s->on_response(s->data, r);
+}
+
+static void emit_simple(struct watch_stream *s, int64_t id, int64_t hdr_rev)
+{
+	struct watch_response r = { 0 };
+	r.watch_id = id;
+	r.header_revision = hdr_rev;
+	emit(s, &r);
+}
+
+/* Sends events of watcher w, fragmenting as etcd's sendFragments does:
+ * only when w asked for it, the response is at least the limit and it
+ * has two or more events; each fragment holds at least one event and
+ * stays under the limit when it holds more than one. */
+static void send_events(struct watcher *w, int64_t hdr_rev,
+			const struct mvcc_event **evs, size_t n)
+{
+	struct watch_registry *reg = w->s->reg;
+	struct watch_response r = { 0 };
+	size_t total, base, idx = 0;
+
+	r.watch_id = w->id;
+	r.header_revision = hdr_rev;
+	r.prev_kv = w->prev_kv;
+	r.events = evs;
+	r.n_events = n;
+	w->had_events = true;
+	if (!w->fragment || n < 2) {
+		emit(w->s, &r);
+		return;
+	}
+	total = base_size(&r);
+	for (size_t i = 0; i < n; i++)
+		total += field_bytes(watch_event_size(evs[i], w->prev_kv));
+	if (total < reg->max_resp) {
+		emit(w->s, &r);
+		return;
+	}
+	r.fragment = true;
+	base = base_size(&r);
+	while (idx < n) {
+		size_t cur = base, k = 0, start = idx;
+		while (idx < n) {
+			size_t es = field_bytes(
+				watch_event_size(evs[idx], w->prev_kv));
+			if (k >= 1 && cur + es >= reg->max_resp)
+				break;
+			cur += es;
+			k++;
+			idx++;
+		}
+		r.events = evs + start;
+		r.n_events = k;
+		r.fragment = idx < n;
+		emit(w->s, &r);
+	}
+}
+
+/* ---- groups --------------------------------------------------------------- */
+
+static int gtab_grow(struct watch_registry *reg)
+{
+	size_t nn = reg->n_gtab ? reg->n_gtab * 2 : 64;
+	struct group **t = calloc(nn, sizeof(*t));
+	if (!t)
+		return KV_ENOMEM;
+	for (size_t i = 0; i < reg->n_gtab; i++) {
+		struct group *g = reg->gtab[i], *nx;
+		for (; g; g = nx) {
+			nx = g->hnext;
+			g->hnext = t[g->hash & (nn - 1)];
+			t[g->hash & (nn - 1)] = g;
+		}
+	}
+	free(reg->gtab);
+	reg->gtab = t;
+	reg->n_gtab = nn;
+	return 0;
+}
+
+static struct group *group_find(const struct watch_registry *reg,
+				enum gkind kind, const uint8_t *key, size_t kl,
+				const uint8_t *end, size_t el, uint64_t h)
+{
+	if (!reg->n_gtab)
+		return NULL;
+	for (struct group *g = reg->gtab[h & (reg->n_gtab - 1)]; g;
+	     g = g->hnext) {
+		if (g->hash == h && g->kind == kind && g->key_len == kl &&
+		    g->end_len == el && (!kl || !memcmp(g->key, key, kl)) &&
+		    (!el || !memcmp(g->end, end, el)))
+			return g;
+	}
+	return NULL;
+}
+
+static int group_get(struct watch_registry *reg, enum gkind kind,
+		     const uint8_t *key, size_t kl, const uint8_t *end,
+		     size_t el, struct group **out)
+{
+	uint64_t h = group_hash(kind, key, kl, end, el);
+	struct group *g = group_find(reg, kind, key, kl, end, el, h);
+	int rc;
+
+	if (g) {
+		g->refs++;
+		*out = g;
+		return 0;
+	}
+	if (reg->n_groups >= reg->n_gtab && (rc = gtab_grow(reg)) < 0)
+		return rc;
+	if (kind != G_SINGLE && reg->n_ranges == reg->cap_ranges) {
+		size_t nc = reg->cap_ranges ? reg->cap_ranges * 2 : 16;
+		struct group **r = realloc(reg->ranges, nc * sizeof(*r));
+		if (!r)
+			return KV_ENOMEM;
+		reg->ranges = r;
+		reg->cap_ranges = nc;
+	}
+	/* key and end live right after the struct: one allocation. */
+	g = calloc(1, sizeof(*g) + kl + el);
+	if (!g)
+		return KV_ENOMEM;
+	g->key = (uint8_t *)(g + 1);
+	g->end = g->key + kl;
+	if (kl)
+		memcpy(g->key, key, kl);
+	if (el)
+		memcpy(g->end, end, el);
+	g->key_len = kl;
+	g->end_len = el;
+	g->kind = kind;
+	g->hash = h;
+	g->refs = 1;
+	g->hnext = reg->gtab[h & (reg->n_gtab - 1)];
+	reg->gtab[h & (reg->n_gtab - 1)] = g;
+	reg->n_groups++;
+	if (kind != G_SINGLE) {
+		g->range_idx = reg->n_ranges;
+		reg->ranges[reg->n_ranges++] = g;
+	}
+	*out = g;
+	return 0;
+}
+
+static void group_put(struct watch_registry *reg, struct group *g)
+{
+	struct group **pp;
+
+	assert(g->refs > 0);
+	if (--g->refs)
+		return;
+	assert(!g->synced);
+	pp = &reg->gtab[g->hash & (reg->n_gtab - 1)];
+	while (*pp != g)
+		pp = &(*pp)->hnext;
+	*pp = g->hnext;
+	reg->n_groups--;
+	if (g->kind != G_SINGLE) {
+		struct group *last = reg->ranges[--reg->n_ranges];
+		reg->ranges[g->range_idx] = last;
+		last->range_idx = g->range_idx;
+	}
+	free(g);
+}
+
+/* ---- synced / unsynced sets ------------------------------------------------ */
+
+static void join_synced(struct watcher *w)
+{
+	struct group *g = w->g;
+	assert(!w->synced);
+	w->synced = true;
+	w->g_prev = NULL;
+	w->g_next = g->synced;
+	if (g->synced)
+		g->synced->g_prev = w;
+	g->synced = w;
+}
+
+static void leave_synced(struct watcher *w)
+{
+	assert(w->synced);
+	if (w->g_prev)
+		w->g_prev->g_next = w->g_next;
+	else
+		w->g->synced = w->g_next;
+	if (w->g_next)
+		w->g_next->g_prev = w->g_prev;
+	w->g_prev = w->g_next = NULL;
+	w->synced = false;
+}
+
+static void unsynced_append(struct watch_registry *reg, struct watcher *w)
+{
+	w->u_next = NULL;
+	w->u_prev = reg->unsynced_tail;
+	if (reg->unsynced_tail)
+		reg->unsynced_tail->u_next = w;
+	else
+		reg->unsynced_head = w;
+	reg->unsynced_tail = w;
+}
+
+static void unsynced_unlink(struct watch_registry *reg, struct watcher *w)
+{
+	if (w->u_prev)
+		w->u_prev->u_next = w->u_next;
+	else
+		reg->unsynced_head = w->u_next;
+	if (w->u_next)
+		w->u_next->u_prev = w->u_prev;
+	else
+		reg->unsynced_tail = w->u_prev;
+	w->u_prev = w->u_next = NULL;
+}
+
+static void maybe_send_progress(struct watch_stream *s)
+{
+	if (s->progress_pending && s->n_unsynced == 0) {
+		s->progress_pending = false;
+		emit_simple(s, -1, s->reg->rev);
+	}
+}
+
+/* Synced watcher falls back to catch-up from revision rev. */
+static void make_unsynced(struct watcher *w, int64_t rev)
+{
+	struct watch_registry *reg = w->s->reg;
+	leave_synced(w);
+	if (w->next_rev < rev)
+		w->next_rev = rev;
+	unsynced_append(reg, w);
+	reg->n_unsynced++;
+	w->s->n_unsynced++;
+}
+
+static void make_synced(struct watcher *w)
+{
+	struct watch_registry *reg = w->s->reg;
+	unsynced_unlink(reg, w);
+	reg->n_unsynced--;
+	w->s->n_unsynced--;
+	join_synced(w);
+	maybe_send_progress(w->s);
+}
+
+/* ---- stream id table ------------------------------------------------------- */
+
+static size_t id_slot(const struct watch_stream *s, int64_t id)
+{
+	uint64_t h = (uint64_t)id * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 32) & (s->n_ids - 1);
+}
+
+static struct watcher *id_find(const struct watch_stream *s, int64_t id)
+{
+	if (!s->n_ids)
+		return NULL;
+	for (struct watcher *w = s->ids[id_slot(s, id)]; w; w = w->id_next)
+		if (w->id == id)
+			return w;
+	return NULL;
+}
+
+static int id_reserve(struct watch_stream *s)
+{
+	size_t nn;
+	struct watcher **t;
+
+	if (s->n_watchers < s->n_ids)
+		return 0;
+	nn = s->n_ids ? s->n_ids * 2 : 8;
+	t = calloc(nn, sizeof(*t));
+	if (!t)
+		return KV_ENOMEM;
+	for (size_t i = 0; i < s->n_ids; i++) {
+		struct watcher *w = s->ids[i], *nx;
+		for (; w; w = nx) {
+			size_t k = (size_t)(((uint64_t)w->id *
+					     0x9e3779b97f4a7c15ull) >> 32) &
+				   (nn - 1);
+			nx = w->id_next;
+			w->id_next = t[k];
+			t[k] = w;
+		}
+	}
+	free(s->ids);
+	s->ids = t;
+	s->n_ids = nn;
+	return 0;
+}
+
+static void id_remove(struct watch_stream *s, struct watcher *w)
+{
+	struct watcher **pp = &s->ids[id_slot(s, w->id)];
+	while (*pp != w)
+		pp = &(*pp)->id_next;
+	*pp = w->id_next;
+}
+
+/* ---- watcher lifetime ------------------------------------------------------ */
+
+static void watcher_free(struct watcher *w)
+{
+	struct watch_stream *s = w->s;
+	struct watch_registry *reg = s->reg;
+
+	if (w->synced) {
+		leave_synced(w);
+	} else {
+		unsynced_unlink(reg, w);
+		reg->n_unsynced--;
+		s->n_unsynced--;
+	}
+	id_remove(s, w);
+	if (w->s_prev)
+		w->s_prev->s_next = w->s_next;
+	else
+		s->watchers = w->s_next;
+	if (w->s_next)
+		w->s_next->s_prev = w->s_prev;
+	s->n_watchers--;
+	reg->n_watchers--;
+	if (w->prev_kv)
+		reg->n_prev_kv--;
+	group_put(reg, w->g);
+	free(w);
+}
+
+/* ---- registry -------------------------------------------------------------- */
+
+int watch_registry_new(const struct watch_options *opts,
+		       struct watch_registry **out)
+{
+	struct watch_registry *reg;
+
+	if (!opts || !opts->history || !out)
+		return KV_EINVAL;
+	reg = calloc(1, sizeof(*reg));
+	if (!reg)
+		return KV_ENOMEM;
+	reg->history = opts->history;
+	reg->history_data = opts->history_data;
+	reg->rev = opts->revision;
+	reg->interval_ms = opts->progress_interval_ms ? opts->progress_interval_ms
+						      : DEFAULT_INTERVAL_MS;
+	reg->max_resp = opts->max_response_bytes ? opts->max_response_bytes
+						 : DEFAULT_MAX_RESP;
+	reg->batch = opts->history_batch ? opts->history_batch : DEFAULT_BATCH;
+	*out = reg;
+	return 0;
+}
+
+void watch_registry_free(struct watch_registry *reg)
+{
+	if (!reg)
+		return;
+	while (reg->streams)
+		watch_stream_close(reg->streams);
+	assert(reg->n_groups == 0);
+	free(reg->gtab);
+	free(reg->ranges);
+	free(reg->pairs);
+	free(reg->ptrs);
+	free(reg);
+}
+
+int64_t watch_revision(const struct watch_registry *reg)
+{
+	return reg->rev;
+}
+
+bool watch_wants_prev_kv(const struct watch_registry *reg)
+{
+	return reg->n_prev_kv > 0;
+}
+
+size_t watch_count(const struct watch_registry *reg)
+{
+	return reg->n_watchers;
+}
+
+size_t watch_unsynced_count(const struct watch_registry *reg)
+{
+	return reg->n_unsynced;
+}
+
+/* ---- notify ---------------------------------------------------------------- */
+
+static bool filtered(const struct watcher *w, const struct mvcc_event *ev)
+{
+	if (ev->type == MVCC_EVENT_PUT)
+		return w->filters & WATCH_FILTER_NOPUT;
+	return w->filters & WATCH_FILTER_NODELETE;
+}
+
+static int scratch_ptrs(struct watch_registry *reg, size_t n)
+{
+	const struct mvcc_event **p;
+	size_t nc;
+
+	if (n <= reg->cap_ptrs)
+		return 0;
+	nc = reg->cap_ptrs ? reg->cap_ptrs : 64;
+	while (nc < n)
+		nc *= 2;
+	p = realloc(reg->ptrs, nc * sizeof(*p));
+	if (!p)
+		return KV_ENOMEM;
+	reg->ptrs = p;
+	reg->cap_ptrs = nc;
+	return 0;
+}
+
+/* Collects (watcher, event) pairs for one synced group. */
+static int collect(struct watch_registry *reg, struct group *g, int64_t rev,
+		   const struct mvcc_event *ev, size_t evi, size_t *np,
+		   struct watcher **touched, struct watcher **tail)
+{
+	for (struct watcher *w = g->synced; w; w = w->g_next) {
+		if (filtered(w, ev) || rev < w->next_rev)
+			continue;
+		if (*np == reg->cap_pairs) {
+			size_t nc = reg->cap_pairs ? reg->cap_pairs * 2 : 256;
+			struct pair *p = realloc(reg->pairs, nc * sizeof(*p));
+			if (!p)
+				return KV_ENOMEM;
+			reg->pairs = p;
+			reg->cap_pairs = nc;
+		}
+		reg->pairs[(*np)++] = (struct pair){ w, evi };
+		if (w->mark != reg->mark) {
+			w->mark = reg->mark;
+			w->cnt = 0;
+			w->touch_next = NULL;
+			if (*tail)
+				(*tail)->touch_next = w;
+			else
+				*touched = w;
+			*tail = w;
+		}
+		w->cnt++;
+	}
+	return 0;
+}
+
+/* Out of memory in the middle of a fan-out: every synced watcher that
+ * could match falls back to history at rev, so nothing is lost. */
+static void unsync_all(struct watch_registry *reg, int64_t rev)
+{
+	for (size_t i = 0; i < reg->n_gtab; i++) {
+		for (struct group *g = reg->gtab[i]; g; g = g->hnext) {
+			struct watcher *w = g->synced, *nx;
+			for (; w; w = nx) {
+				nx = w->g_next;
+				/* a future start stays synced: rev < it */
+				if (w->next_rev <= rev)
+					make_unsynced(w, rev);
+			}
+		}
+	}
+}
+
+int watch_notify(struct watch_registry *reg, int64_t rev,
+		 const struct mvcc_event *events, size_t n)
+{
+	struct watcher *touched = NULL, *tail = NULL, *w, *nx;
+	size_t np = 0, off = 0;
+	int rc = 0;
+
+	if (rev <= reg->rev)
+		return KV_EINVAL;
+	reg->rev = rev;
+	reg->mark++;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const struct mvcc_event *ev = &events[i];
+		const uint8_t *k = ev->kv.key;
+		size_t kl = ev->kv.key_len;
+		uint64_t h = group_hash(G_SINGLE, k, kl, NULL, 0);
+		struct group *g;
+
+		assert(ev->kv.mod_revision == rev);
+		g = group_find(reg, G_SINGLE, k, kl, NULL, 0, h);
+		if (g && g->synced)
+			rc = collect(reg, g, rev, ev, i, &np, &touched, &tail);
+		for (size_t r = 0; r < reg->n_ranges && rc == 0; r++) {
+			g = reg->ranges[r];
+			if (g->synced && group_matches(g, k, kl))
+				rc = collect(reg, g, rev, ev, i, &np,
+					     &touched, &tail);
+		}
+	}
+	if (rc == 0)
+		rc = scratch_ptrs(reg, np);
+	if (rc < 0) {
+		unsync_all(reg, rev);
+		return rc;
+	}
+	for (w = touched; w; w = w->touch_next) {
+		w->off = off;
+		off += w->cnt;
+		w->cnt = 0;
+	}
+	for (size_t i = 0; i < np; i++) {
+		w = reg->pairs[i].w;
+		reg->ptrs[w->off + w->cnt++] = &events[reg->pairs[i].ev];
+	}
+	for (w = touched; w; w = nx) {
+		nx = w->touch_next;
+		if (stream_full(w->s)) {
+			make_unsynced(w, rev);
+			continue;
+		}
+		send_events(w, rev, reg->ptrs + w->off, w->cnt);
+		w->next_rev = rev + 1;
+	}
+	return 0;
+}
+
+/* ---- catch-up -------------------------------------------------------------- */
+
+static void send_compacted(struct watcher *w, int64_t compact_rev)
+{
+	struct watch_response r = { 0 };
+	struct watch_stream *s = w->s;
+
+	r.watch_id = w->id;
+	r.canceled = true;
+	r.compact_revision = compact_rev;
+	watcher_free(w);
+	emit(s, &r);
+	maybe_send_progress(s);
+}
+
+/* One history batch for w. *used gets the events examined. */
+static int sync_one(struct watch_registry *reg, struct watcher *w,
+		    size_t max_events, size_t *used)
+{
+	struct watch_history_req q = { 0 };
+	struct watch_history_res res = { 0 };
+	struct group *g = w->g;
+	size_t k = 0;
+	int64_t next;
+	int rc;
+
+	q.key = g->key;
+	q.key_len = g->key_len;
+	if (g->kind == G_FROM) {
+		static const uint8_t zero = 0;
+		q.range_end = &zero;
+		q.range_end_len = 1;
+	} else if (g->kind == G_RANGE) {
+		q.range_end = g->end;
+		q.range_end_len = g->end_len;
+	}
+	q.start_revision = w->next_rev;
+	q.max_events = max_events;
+	q.prev_kv = w->prev_kv;
+	rc = reg->history(reg->history_data, &q, &res);
+	*used = res.n_events ? res.n_events : 1;
+	if (rc == KV_ECOMPACTED) {
+		send_compacted(w, res.compact_revision);
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	if ((rc = scratch_ptrs(reg, res.n_events)) < 0)
+		return rc;
+	for (size_t i = 0; i < res.n_events; i++) {
+		const struct mvcc_event *ev = &res.events[i];
+		int64_t r = ev->kv.mod_revision;
+		if (r > reg->rev)
+			break; /* history ahead of notify: clip */
+		if (r < w->next_rev || filtered(w, ev))
+			continue;
+		reg->ptrs[k++] = ev;
+	}
+	if (k)
+		send_events(w, reg->rev, reg->ptrs, k);
+	next = res.next_revision;
+	if (next > reg->rev + 1)
+		next = reg->rev + 1;
+	if (next > w->next_rev)
+		w->next_rev = next;
+	if (w->next_rev > reg->rev)
+		make_synced(w);
+	return 0;
+}
+
+int watch_sync_step(struct watch_registry *reg, size_t budget, bool *more)
+{
+	size_t visits = reg->n_unsynced, spent = 0;
+	int rc = 0;
+
+	while (visits-- > 0 && spent < budget && reg->unsynced_head) {
+		struct watcher *w = reg->unsynced_head;
+		size_t used = 0, want = budget - spent;
+
+		/* Rotate first: w may leave the list inside sync_one. */
+		unsynced_unlink(reg, w);
+		unsynced_append(reg, w);
+		if (stream_full(w->s))
+			continue;
+		if (want > reg->batch)
+			want = reg->batch;
+		rc = sync_one(reg, w, want, &used);
+		if (rc < 0)
+			break;
+		spent += used;
+	}
+	if (more) {
+		*more = false;
+		for (struct watcher *w = reg->unsynced_head; w; w = w->u_next)
+			if (!stream_full(w->s)) {
+				*more = true;
+				break;
+			}
+	}
+	return rc;
+}
+
+void watch_tick(struct watch_registry *reg, uint64_t now_ms)
+{
+	for (struct watch_stream *s = reg->streams; s; s = s->next) {
+		if (!s->next_tick_ms) {
+			s->next_tick_ms = now_ms + reg->interval_ms;
+			continue;
+		}
+		if (now_ms < s->next_tick_ms)
+			continue;
+		s->next_tick_ms = now_ms + reg->interval_ms;
+		for (struct watcher *w = s->watchers; w; w = w->s_next) {
+			if (!w->progress_notify)
+				continue;
+			if (w->synced && !w->had_events)
+				emit_simple(s, w->id, reg->rev);
+			w->had_events = false;
+		}
+	}
+}
+
+/* ---- streams --------------------------------------------------------------- */
+
+int watch_stream_open(struct watch_registry *reg,
+		      const struct watch_stream_options *opts,
+		      struct watch_stream **out)
+{
+	struct watch_stream *s;
+
+	if (!reg || !opts || !opts->on_response || !out)
+		return KV_EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return KV_ENOMEM;
+	s->reg = reg;
+	s->on_response = opts->on_response;
+	s->data = opts->data;
+	s->max_queue = opts->max_queue_bytes ? opts->max_queue_bytes
+					     : DEFAULT_MAX_QUEUE;
+	s->next = reg->streams;
+	if (reg->streams)
+		reg->streams->prev = s;
+	reg->streams = s;
+	*out = s;
+	return 0;
+}
+
+void watch_stream_close(struct watch_stream *s)
+{
+	struct watch_registry *reg;
+
+	if (!s)
+		return;
+	reg = s->reg;
+	while (s->watchers)
+		watcher_free(s->watchers);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		reg->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	free(s->ids);
+	free(s);
+}
+
+static void send_failed_create(struct watch_stream *s, const char *reason)
+{
+	struct watch_response r = { 0 };
+	r.header_revision = s->reg->rev;
+	r.watch_id = -1;
+	r.created = true;
+	r.canceled = true;
+	r.cancel_reason = reason;
+	emit(s, &r);
+}
+
+int watch_create(struct watch_stream *s, const struct watch_create_req *req,
+		 int64_t *id_out)
+{
+	static const uint8_t zero = 0;
+	struct watch_registry *reg = s->reg;
+	const uint8_t *key = req->key, *end = req->range_end;
+	size_t kl = req->key_len, el = req->range_end_len;
+	enum gkind kind = G_RANGE;
+	struct watcher *w;
+	int64_t id = req->watch_id;
+	int rc;
+
+	if (id_out)
+		*id_out = -1;
+	/* etcd v3rpc: an empty key is "\0"; range_end "\0" means >= key. */
+	if (kl == 0) {
+		key = &zero;
+		kl = 1;
+	}
+	if (el == 0) {
+		kind = G_SINGLE;
+	} else if (el == 1 && end[0] == 0) {
+		kind = G_FROM;
+		el = 0;
+	} else if (cmp_bytes(key, kl, end, el) >= 0) {
+		send_failed_create(s, WATCH_REASON_EMPTY_RANGE);
+		return 0;
+	}
+	if (kind != G_RANGE)
+		end = NULL;
+	if (id == 0) {
+		while (id_find(s, s->next_id))
+			s->next_id++;
+		id = s->next_id;
+	} else if (id_find(s, id)) {
+		send_failed_create(s, WATCH_REASON_DUPLICATE_ID);
+		return 0;
+	}
+	if ((rc = id_reserve(s)) < 0)
+		return rc;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return KV_ENOMEM;
+	if ((rc = group_get(reg, kind, key, kl, end, el, &w->g)) < 0) {
+		free(w);
+		return rc;
+	}
+	if (req->watch_id == 0)
+		s->next_id++;
+	w->s = s;
+	w->id = id;
+	w->filters = req->filters;
+	w->prev_kv = req->prev_kv;
+	w->fragment = req->fragment;
+	w->progress_notify = req->progress_notify;
+	w->next_rev = req->start_revision > 0 ? req->start_revision
+					      : reg->rev + 1;
+	/* id table, stream list */
+	w->id_next = s->ids[id_slot(s, id)];
+	s->ids[id_slot(s, id)] = w;
+	w->s_next = s->watchers;
+	if (s->watchers)
+		s->watchers->s_prev = w;
+	s->watchers = w;
+	s->n_watchers++;
+	reg->n_watchers++;
+	if (w->prev_kv)
+		reg->n_prev_kv++;
+	if (w->next_rev > reg->rev) {
+		join_synced(w);
+	} else {
+		unsynced_append(reg, w);
+		reg->n_unsynced++;
+		s->n_unsynced++;
+	}
+	if (id_out)
+		*id_out = id;
+	{
+		struct watch_response r = { 0 };
+		r.header_revision = reg->rev;
+		r.watch_id = id;
+		r.created = true;
+		emit(s, &r);
+	}
+	return 0;
+}
+
+int watch_cancel(struct watch_stream *s, int64_t watch_id)
+{
+	struct watcher *w = id_find(s, watch_id);
+
+	if (!w)
+		return KV_ENOTFOUND;
+	watcher_free(w);
+	{
+		struct watch_response r = { 0 };
+		r.header_revision = s->reg->rev;
+		r.watch_id = watch_id;
+		r.canceled = true;
+		emit(s, &r);
+	}
+	maybe_send_progress(s);
+	return 0;
+}
+
+void watch_progress_request(struct watch_stream *s)
+{
+	s->progress_pending = true;
+	maybe_send_progress(s);
+}
+
+void watch_stream_drained(struct watch_stream *s, size_t bytes)
+{
+	s->queued = bytes >= s->queued ? 0 : s->queued - bytes;
+}
+
+void watch_stream_set_blocked(struct watch_stream *s, bool blocked)
+{
+	s->blocked = blocked;
+}
+
+size_t watch_stream_queued(const struct watch_stream *s)
+{
+	return s->queued;
+}
