@@ -776,7 +776,7 @@ static void on_client_ready(struct net_conn *c, const char *alpn, void *data)
 		net_conn_close(c, "HTTP/2 is not served yet");
 		return;
 	}
-	if (http_attach(c, &s->http, kvd_on_request, s) != 0)
+	if (kvd_client_attach(c, &s->http, kvd_on_request, s) != 0)
 		KV_WARN(MOD, "cannot serve a connection", "peer=%s",
 			net_conn_peer(c));
 }

@@ -95,6 +95,11 @@ void kvd_respond_error(struct kvd_server *s, struct http_request *req,
 void kvd_respond_message(struct kvd_server *s, struct http_request *req,
 			 const ProtobufCMessage *msg);
 
+/* client_conn.c: http_attach() with input back-pressure (see there).
+ * Returns 0 or KV_ENOMEM (the connection is closed then). */
+int kvd_client_attach(struct net_conn *c, const struct http_config *cfg,
+		      http_on_request on_request, void *data);
+
 /* server.c */
 uint64_t kvd_next_request_id(struct kvd_server *s);
 void kvd_header_ids(struct kvd_server *s, struct kv_header_ids *ids);
