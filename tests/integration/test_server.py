@@ -509,8 +509,18 @@ def test_no_leader_fails_fast(procs, certs, bin_dir, tmp_path):
     errors within the request timeout and /health says false."""
     c = Cluster(procs, certs, bin_dir, tmp_path).start()
     survivor = c.members[0]
+    survivor.put("minority/k", "v")
     for m in c.members[1:]:
         m.proc.kill()
+    # a serializable read is served locally; a linearizable one is not
+    # served without a quorum (never stale)
+    assert survivor.get("minority/k", serializable=True) == "v"
+    t0 = time.monotonic()
+    r = survivor.post("/v3/kv/range", {"key": b64("minority/k")},
+                      timeout=20)
+    assert time.monotonic() - t0 < 8
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == 14
     t0 = time.monotonic()
     r = survivor.post("/v3/kv/put", {"key": b64("x"), "value": ""},
                       timeout=20)
