@@ -18,7 +18,12 @@ struct group {
 	uint64_t hash;
 	enum gkind kind;
 	size_t refs;
-	size_t range_idx; /* position in reg->ranges (G_RANGE, G_FROM) */
+	/* Range groups (G_RANGE, G_FROM) form a treap ordered by (key,
+	 * address), each node keeping the group of its subtree with the
+	 * greatest end: a stabbing query visits O(log n + matches) nodes. */
+	struct group *tl, *tr;
+	const struct group *maxend;
+	uint32_t prio;
 	struct watcher *synced; /* doubly linked by g_prev/g_next */
 	uint8_t *key;
 	size_t key_len;
@@ -87,15 +92,22 @@ struct watch_registry {
 	/* group hash */
 	struct group **gtab;
 	size_t n_gtab, n_groups;
-	/* range groups, scanned per event */
-	struct group **ranges;
-	size_t n_ranges, cap_ranges;
+	/* range groups: the interval treap (see struct group) */
+	struct group *rtree;
+	size_t n_ranges;
+	uint64_t prng;
 	/* notify scratch */
 	uint64_t mark;
 	struct pair *pairs;
 	size_t cap_pairs;
 	const struct mvcc_event **ptrs;
 	size_t cap_ptrs;
+	/* encoded sizes of the events being notified, [2*i + prev_kv], so a
+	 * fan-out to many watchers computes them once */
+	const struct mvcc_event *cur_events;
+	size_t cur_n;
+	size_t *evsz;
+	size_t cap_evsz;
 };
 
 #define DEFAULT_INTERVAL_MS (10u * 60u * 1000u)
@@ -201,11 +213,22 @@ static size_t base_size(const struct watch_response *r)
 	return n;
 }
 
+/* Bytes an event adds to a WatchResponse (field 11). */
+static size_t ev_bytes(const struct watch_registry *reg,
+		       const struct mvcc_event *ev, bool prev_kv)
+{
+	uintptr_t p = (uintptr_t)ev, b = (uintptr_t)reg->cur_events;
+
+	if (reg->cur_n && p >= b && p < b + reg->cur_n * sizeof(*ev))
+		return reg->evsz[(p - b) / sizeof(*ev) * 2 + prev_kv];
+	return field_bytes(watch_event_size(ev, prev_kv));
+}
+
 static void emit(struct watch_stream *s, struct watch_response *r)
 {
 	size_t n = base_size(r);
 	for (size_t i = 0; i < r->n_events; i++)
-		n += field_bytes(watch_event_size(r->events[i], r->prev_kv));
+		n += ev_bytes(s->reg, r->events[i], r->prev_kv);
 	r->size = n;
 	s->queued += n;
 	s->on_response(s->data, r);
@@ -242,7 +265,7 @@ static void send_events(struct watcher *w, int64_t hdr_rev,
 	}
 	total = base_size(&r);
 	for (size_t i = 0; i < n; i++)
-		total += field_bytes(watch_event_size(evs[i], w->prev_kv));
+		total += ev_bytes(reg, evs[i], w->prev_kv);
 	if (total < reg->max_resp) {
 		emit(w->s, &r);
 		return;
@@ -252,8 +275,7 @@ static void send_events(struct watcher *w, int64_t hdr_rev,
 	while (idx < n) {
 		size_t cur = base, k = 0, start = idx;
 		while (idx < n) {
-			size_t es = field_bytes(
-				watch_event_size(evs[idx], w->prev_kv));
+			size_t es = ev_bytes(reg, evs[idx], w->prev_kv);
 			if (k >= 1 && cur + es >= reg->max_resp)
 				break;
 			cur += es;
@@ -289,6 +311,98 @@ static int gtab_grow(struct watch_registry *reg)
 	return 0;
 }
 
+/* ---- interval treap ------------------------------------------------------- */
+
+/* Orders ends; G_FROM's end is +infinity. */
+static int end_cmp(const struct group *a, const struct group *b)
+{
+	if (a->kind == G_FROM)
+		return b->kind == G_FROM ? 0 : 1;
+	if (b->kind == G_FROM)
+		return -1;
+	return cmp_bytes(a->end, a->end_len, b->end, b->end_len);
+}
+
+static bool node_less(const struct group *a, const struct group *b)
+{
+	int c = cmp_bytes(a->key, a->key_len, b->key, b->key_len);
+	if (c)
+		return c < 0;
+	return (uintptr_t)a < (uintptr_t)b;
+}
+
+static void tupdate(struct group *t)
+{
+	t->maxend = t;
+	if (t->tl && end_cmp(t->tl->maxend, t->maxend) > 0)
+		t->maxend = t->tl->maxend;
+	if (t->tr && end_cmp(t->tr->maxend, t->maxend) > 0)
+		t->maxend = t->tr->maxend;
+}
+
+static void tsplit(struct group *t, const struct group *k, struct group **l,
+		   struct group **r)
+{
+	if (!t) {
+		*l = *r = NULL;
+		return;
+	}
+	if (node_less(t, k)) {
+		tsplit(t->tr, k, &t->tr, r);
+		*l = t;
+	} else {
+		tsplit(t->tl, k, l, &t->tl);
+		*r = t;
+	}
+	tupdate(t);
+}
+
+static struct group *tmerge(struct group *a, struct group *b)
+{
+	if (!a)
+		return b;
+	if (!b)
+		return a;
+	if (a->prio > b->prio) {
+		a->tr = tmerge(a->tr, b);
+		tupdate(a);
+		return a;
+	}
+	b->tl = tmerge(a, b->tl);
+	tupdate(b);
+	return b;
+}
+
+static struct group *tinsert(struct group *t, struct group *n)
+{
+	if (!t)
+		return n;
+	if (n->prio > t->prio) {
+		tsplit(t, n, &n->tl, &n->tr);
+		tupdate(n);
+		return n;
+	}
+	if (node_less(n, t))
+		t->tl = tinsert(t->tl, n);
+	else
+		t->tr = tinsert(t->tr, n);
+	tupdate(t);
+	return t;
+}
+
+static struct group *tremove(struct group *t, struct group *n)
+{
+	assert(t);
+	if (t == n)
+		return tmerge(t->tl, t->tr);
+	if (node_less(n, t))
+		t->tl = tremove(t->tl, n);
+	else
+		t->tr = tremove(t->tr, n);
+	tupdate(t);
+	return t;
+}
+
 static struct group *group_find(const struct watch_registry *reg,
 				enum gkind kind, const uint8_t *key, size_t kl,
 				const uint8_t *end, size_t el, uint64_t h)
@@ -320,14 +434,6 @@ static int group_get(struct watch_registry *reg, enum gkind kind,
 	}
 	if (reg->n_groups >= reg->n_gtab && (rc = gtab_grow(reg)) < 0)
 		return rc;
-	if (kind != G_SINGLE && reg->n_ranges == reg->cap_ranges) {
-		size_t nc = reg->cap_ranges ? reg->cap_ranges * 2 : 16;
-		struct group **r = realloc(reg->ranges, nc * sizeof(*r));
-		if (!r)
-			return KV_ENOMEM;
-		reg->ranges = r;
-		reg->cap_ranges = nc;
-	}
 	/* key and end live right after the struct: one allocation. */
 	g = calloc(1, sizeof(*g) + kl + el);
 	if (!g)
@@ -347,8 +453,13 @@ static int group_get(struct watch_registry *reg, enum gkind kind,
 	reg->gtab[h & (reg->n_gtab - 1)] = g;
 	reg->n_groups++;
 	if (kind != G_SINGLE) {
-		g->range_idx = reg->n_ranges;
-		reg->ranges[reg->n_ranges++] = g;
+		reg->prng ^= reg->prng << 13;
+		reg->prng ^= reg->prng >> 7;
+		reg->prng ^= reg->prng << 17;
+		g->prio = (uint32_t)(reg->prng >> 32);
+		g->maxend = g;
+		reg->rtree = tinsert(reg->rtree, g);
+		reg->n_ranges++;
 	}
 	*out = g;
 	return 0;
@@ -368,9 +479,8 @@ static void group_put(struct watch_registry *reg, struct group *g)
 	*pp = g->hnext;
 	reg->n_groups--;
 	if (g->kind != G_SINGLE) {
-		struct group *last = reg->ranges[--reg->n_ranges];
-		reg->ranges[g->range_idx] = last;
-		last->range_idx = g->range_idx;
+		reg->rtree = tremove(reg->rtree, g);
+		reg->n_ranges--;
 	}
 	free(g);
 }
@@ -559,6 +669,7 @@ int watch_registry_new(const struct watch_options *opts,
 	reg->max_resp = opts->max_response_bytes ? opts->max_response_bytes
 						 : DEFAULT_MAX_RESP;
 	reg->batch = opts->history_batch ? opts->history_batch : DEFAULT_BATCH;
+	reg->prng = 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)reg;
 	*out = reg;
 	return 0;
 }
@@ -571,9 +682,9 @@ void watch_registry_free(struct watch_registry *reg)
 		watch_stream_close(reg->streams);
 	assert(reg->n_groups == 0);
 	free(reg->gtab);
-	free(reg->ranges);
 	free(reg->pairs);
 	free(reg->ptrs);
+	free(reg->evsz);
 	free(reg);
 }
 
@@ -656,6 +767,34 @@ static int collect(struct watch_registry *reg, struct group *g, int64_t rev,
 	return 0;
 }
 
+/* Stabbing query: every range group containing key k. */
+static int rquery(struct watch_registry *reg, struct group *t,
+		  const uint8_t *k, size_t kl, int64_t rev,
+		  const struct mvcc_event *ev, size_t evi, size_t *np,
+		  struct watcher **touched, struct watcher **tail)
+{
+	int rc;
+
+	while (t) {
+		const struct group *m = t->maxend;
+		/* every end in this subtree <= k: nothing contains k */
+		if (m->kind != G_FROM &&
+		    cmp_bytes(m->end, m->end_len, k, kl) <= 0)
+			return 0;
+		if ((rc = rquery(reg, t->tl, k, kl, rev, ev, evi, np, touched,
+				 tail)) < 0)
+			return rc;
+		/* t and its right subtree start after k */
+		if (cmp_bytes(t->key, t->key_len, k, kl) > 0)
+			return 0;
+		if (t->synced && group_matches(t, k, kl) &&
+		    (rc = collect(reg, t, rev, ev, evi, np, touched, tail)) < 0)
+			return rc;
+		t = t->tr;
+	}
+	return 0;
+}
+
 /* Out of memory in the middle of a fan-out: every synced watcher that
  * could match falls back to history at rev, so nothing is lost. */
 static void unsync_all(struct watch_registry *reg, int64_t rev)
@@ -695,15 +834,20 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
 		g = group_find(reg, G_SINGLE, k, kl, NULL, 0, h);
 		if (g && g->synced)
 			rc = collect(reg, g, rev, ev, i, &np, &touched, &tail);
-		for (size_t r = 0; r < reg->n_ranges && rc == 0; r++) {
-			g = reg->ranges[r];
-			if (g->synced && group_matches(g, k, kl))
-				rc = collect(reg, g, rev, ev, i, &np,
-					     &touched, &tail);
-		}
+		if (rc == 0)
+			rc = rquery(reg, reg->rtree, k, kl, rev, ev, i, &np,
+				    &touched, &tail);
 	}
 	if (rc == 0)
 		rc = scratch_ptrs(reg, np);
+	if (rc == 0 && np && 2 * n > reg->cap_evsz) {
+		/* best effort: without it sizes are computed per watcher */
+		size_t *z = realloc(reg->evsz, 2 * n * sizeof(*z));
+		if (z) {
+			reg->evsz = z;
+			reg->cap_evsz = 2 * n;
+		}
+	}
 	if (rc < 0) {
 		unsync_all(reg, rev);
 		return rc;
@@ -717,6 +861,16 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
 		w = reg->pairs[i].w;
 		reg->ptrs[w->off + w->cnt++] = &events[reg->pairs[i].ev];
 	}
+	if (touched && n <= reg->cap_evsz / 2) {
+		for (size_t i = 0; i < n; i++) {
+			reg->evsz[2 * i] =
+				field_bytes(watch_event_size(&events[i], false));
+			reg->evsz[2 * i + 1] =
+				field_bytes(watch_event_size(&events[i], true));
+		}
+		reg->cur_events = events;
+		reg->cur_n = n;
+	}
 	for (w = touched; w; w = nx) {
 		nx = w->touch_next;
 		if (stream_full(w->s)) {
@@ -726,6 +880,8 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
 		send_events(w, rev, reg->ptrs + w->off, w->cnt);
 		w->next_rev = rev + 1;
 	}
+	reg->cur_events = NULL;
+	reg->cur_n = 0;
 	return 0;
 }
 

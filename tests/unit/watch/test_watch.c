@@ -971,6 +971,105 @@ static void test_watch_scale_10k(void **state)
 	free(want);
 }
 
+/* The range index (interval treap) against brute force: thousands of
+ * random [key, end), from-key and single-key watchers, created and
+ * canceled at random, each event must reach exactly the watchers whose
+ * range contains its key. */
+struct rng_w {
+	char key[8], end[8];
+	int kind; /* 0 single, 1 range, 2 from-key */
+	int64_t id;
+	bool live;
+	size_t hits;
+};
+
+static void rand_key(uint64_t *seed, char *out)
+{
+	size_t n = 1 + wt_rand(seed) % 3;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)('a' + wt_rand(seed) % 4);
+	out[n] = 0;
+}
+
+static void test_watch_range_index_matches_bruteforce(void **state)
+{
+	struct fx *f = *state;
+	enum { NW = 3000, NEV = 600 };
+	struct rng_w *w = calloc(NW, sizeof(*w));
+	struct rec *rc = &f->rec[0];
+	uint64_t seed = 5;
+	int64_t rev = watch_revision(f->reg);
+
+	assert_non_null(w);
+	for (int i = 0; i < NW; i++) {
+		struct watch_create_req q = { 0 };
+		w[i].kind = (int)(wt_rand(&seed) % 3);
+		rand_key(&seed, w[i].key);
+		q.key = S(w[i].key);
+		q.key_len = strlen(w[i].key);
+		if (w[i].kind == 1) {
+			rand_key(&seed, w[i].end);
+			if (strcmp(w[i].end, w[i].key) <= 0)
+				strcpy(w[i].end, "dddd");
+			q.range_end = S(w[i].end);
+			q.range_end_len = strlen(w[i].end);
+		} else if (w[i].kind == 2) {
+			q.range_end = S("");
+			q.range_end_len = 1;
+		}
+		assert_int_equal(watch_create(rc->s, &q, &w[i].id), 0);
+		assert_int_equal(w[i].id, i); /* auto ids 0, 1, ... */
+		w[i].live = true;
+	}
+	for (int e = 0; e < NEV; e++) {
+		char k[8];
+		struct mvcc_event ev = { 0 };
+		size_t before = rc->nr, want = 0;
+
+		/* churn: cancel some, so the treap deletes too */
+		for (int c = 0; c < 5; c++) {
+			struct rng_w *x = &w[wt_rand(&seed) % NW];
+			if (x->live) {
+				assert_int_equal(watch_cancel(rc->s, x->id), 0);
+				x->live = false;
+			}
+		}
+		before = rc->nr;
+		rand_key(&seed, k);
+		ev.type = MVCC_EVENT_PUT;
+		ev.kv.key = S(k);
+		ev.kv.key_len = strlen(k);
+		ev.kv.mod_revision = ++rev;
+		assert_int_equal(watch_notify(f->reg, rev, &ev, 1), 0);
+		for (int i = 0; i < NW; i++) {
+			bool m;
+			if (!w[i].live)
+				continue;
+			m = w[i].kind == 0 ? strcmp(k, w[i].key) == 0 :
+			    w[i].kind == 2 ? strcmp(k, w[i].key) >= 0 :
+			    strcmp(k, w[i].key) >= 0 && strcmp(k, w[i].end) < 0;
+			if (m) {
+				want++;
+				w[i].hits++;
+			}
+		}
+		assert_int_equal(rc->nr - before, want);
+		/* and exactly the right ids */
+		for (size_t r = before; r < rc->nr; r++) {
+			struct rng_w *x;
+			assert_in_range(rc->r[r].watch_id, 0, NW - 1);
+			x = &w[rc->r[r].watch_id];
+			assert_true(x->live);
+			assert_int_equal(rc->r[r].n_events, 1);
+			assert_true(x->kind == 0 ? strcmp(k, x->key) == 0 :
+				    x->kind == 2 ? strcmp(k, x->key) >= 0 :
+				    strcmp(k, x->key) >= 0 &&
+				    strcmp(k, x->end) < 0);
+		}
+	}
+	free(w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -999,6 +1098,9 @@ int main(void)
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_stream_close,
 						fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_watch_range_index_matches_bruteforce, fx_setup,
+			fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_scale_10k, fx_setup,
 						fx_teardown),
 	};
