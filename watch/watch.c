@@ -111,7 +111,8 @@ struct watch_registry {
 };
 
 #define DEFAULT_INTERVAL_MS (10u * 60u * 1000u)
-#define DEFAULT_MAX_RESP ((size_t)1536 * 1024)
+/* etcd: --max-request-bytes (1.5 MiB) + grpcOverheadBytes (512 KiB) */
+#define DEFAULT_MAX_RESP ((size_t)2048 * 1024)
 #define DEFAULT_BATCH 1000
 #define DEFAULT_MAX_QUEUE ((size_t)4 << 20)
 
@@ -885,6 +886,30 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
 	return 0;
 }
 
+int watch_restore(struct watch_registry *reg, int64_t rev)
+{
+	int64_t old = reg->rev;
+
+	if (rev < old)
+		return KV_EINVAL;
+	reg->rev = rev;
+	if (rev == old)
+		return 0;
+	/* Everything up to old was delivered to synced watchers; the rest
+	 * comes from the restored store's history. */
+	for (size_t i = 0; i < reg->n_gtab; i++) {
+		for (struct group *g = reg->gtab[i]; g; g = g->hnext) {
+			struct watcher *w = g->synced, *nx;
+			for (; w; w = nx) {
+				nx = w->g_next;
+				if (w->next_rev <= rev)
+					make_unsynced(w, old + 1);
+			}
+		}
+	}
+	return 0;
+}
+
 /* ---- catch-up -------------------------------------------------------------- */
 
 static void send_compacted(struct watcher *w, int64_t compact_rev)
@@ -1025,6 +1050,8 @@ int watch_stream_open(struct watch_registry *reg,
 	s->data = opts->data;
 	s->max_queue = opts->max_queue_bytes ? opts->max_queue_bytes
 					     : DEFAULT_MAX_QUEUE;
+	if (opts->now_ms)
+		s->next_tick_ms = opts->now_ms + reg->interval_ms;
 	s->next = reg->streams;
 	if (reg->streams)
 		reg->streams->prev = s;

@@ -1070,6 +1070,71 @@ static void test_watch_range_index_matches_bruteforce(void **state)
 	free(w);
 }
 
+/* A snapshot install jumps the revision: synced watchers catch up the
+ * skipped revisions from the new store's history, without gap. */
+static void test_watch_restore_jump(void **state)
+{
+	struct fx *f = *state;
+	struct wspec w[2] = {
+		{ 0, 0, "k1", NULL, 0, 0, true, false, false, true },
+		{ 1, 0, "", "", 0, 0, false, false, false, true },
+	};
+	uint64_t seed = 77;
+
+	for (int i = 0; i < 20; i++) {
+		wt_random_op(&f->st, &seed);
+		wt_notify_pending(&f->st, f->reg);
+	}
+	for (int i = 0; i < 2; i++) {
+		w[i].id = create(f, w[i].si, w[i].key, w[i].end, 0, 0,
+				 w[i].prev_kv);
+		w[i].start = watch_revision(f->reg) + 1;
+	}
+	wt_put(&f->st, "k1", "a");
+	wt_notify_pending(&f->st, f->reg);
+	int64_t far = create(f, 2, "k1", NULL, mvcc_revision(f->st.m) + 50, 0,
+			     false);
+	for (int i = 0; i < 30; i++)
+		wt_random_op(&f->st, &seed); /* not notified */
+	wt_put(&f->st, "k1", "b");
+	assert_int_equal(watch_restore(f->reg, mvcc_revision(f->st.m)), 0);
+	f->st.notified = mvcc_revision(f->st.m);
+	assert_int_equal(watch_unsynced_count(f->reg), 2); /* not far */
+	assert_int_equal(watch_restore(f->reg, 1), KV_EINVAL);
+	sync_all(f);
+	for (int i = 0; i < 2; i++)
+		check_watcher(f, &w[i]);
+	(void)far;
+}
+
+/* now_ms at open arms the periodic progress one interval later. */
+static void test_watch_progress_armed_at_open(void **state)
+{
+	struct fx *f = *state;
+	struct watch_stream_options so = { 0 };
+	struct watch_stream *s;
+	struct rec rc = { 0 };
+	struct watch_create_req q = { 0 };
+
+	so.on_response = on_response;
+	so.data = &rc;
+	so.now_ms = 10000;
+	assert_int_equal(watch_stream_open(f->reg, &so, &s), 0);
+	rc.s = s;
+	q.key = S("x");
+	q.key_len = 1;
+	q.progress_notify = true;
+	assert_int_equal(watch_create(s, &q, NULL), 0);
+	watch_tick(f->reg, 10999);
+	assert_int_equal(rc.nr, 1);
+	watch_tick(f->reg, 11000);
+	assert_int_equal(rc.nr, 2);
+	assert_int_equal(rc.r[1].watch_id, 0);
+	assert_int_equal(rc.r[1].hdr, 1);
+	watch_stream_close(s);
+	rec_free(&rc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1100,6 +1165,11 @@ int main(void)
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_watch_range_index_matches_bruteforce, fx_setup,
+			fx_teardown),
+		cmocka_unit_test_setup_teardown(test_watch_restore_jump,
+						fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(
+			test_watch_progress_armed_at_open, fx_setup,
 			fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_scale_10k, fx_setup,
 						fx_teardown),

@@ -130,7 +130,8 @@ struct watch_options {
 	int64_t revision;
 	/* Periodic progress_notify interval; 0 = etcd's 10 min. */
 	uint64_t progress_interval_ms;
-	/* Fragment limit (etcd --max-request-bytes); 0 = 1.5 MiB. */
+	/* Fragment limit; 0 = 2 MiB. etcd uses --max-request-bytes + 512 KiB
+	 * (grpcOverheadBytes): pass that when the flag is set. */
 	size_t max_response_bytes;
 	/* Events asked from history per call; 0 = 1000. */
 	size_t history_batch;
@@ -163,6 +164,13 @@ bool watch_wants_prev_kv(const struct watch_registry *reg);
 int watch_notify(struct watch_registry *reg, int64_t rev,
 		 const struct mvcc_event *events, size_t n);
 
+/* The store jumped to revision rev (> watch_revision, e.g. a raft snapshot
+ * was installed) without notifying the revisions in between: every synced
+ * watcher becomes unsynced from the old revision + 1 and catches up from
+ * the new store's history (or is canceled with compact_revision), as
+ * etcd's watchableStore.Restore does. KV_EINVAL if rev < watch_revision. */
+int watch_restore(struct watch_registry *reg, int64_t rev);
+
 /* Catches up unsynced watchers from history, round robin, until about
  * `budget` events were delivered or every unsynced watcher whose stream
  * has room was visited once. Sets *more (may be NULL) when unsynced
@@ -191,6 +199,10 @@ struct watch_stream_options {
 	void *data;
 	/* Queue bound in watch_response.size units; 0 = 4 MiB. */
 	size_t max_queue_bytes;
+	/* The owner's monotonic clock at open (ms): the first periodic
+	 * progress is due one interval later. 0: the first watch_tick()
+	 * arms it instead. */
+	uint64_t now_ms;
 };
 
 /* Opens a stream; *out is owned by the registry until
