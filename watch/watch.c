@@ -108,6 +108,8 @@ struct watch_registry {
 	size_t cur_n;
 	size_t *evsz;
 	size_t cap_evsz;
+	/* test hook: every fail_every-th allocation point fails */
+	unsigned fail_every, fail_count;
 };
 
 #define DEFAULT_INTERVAL_MS (10u * 60u * 1000u)
@@ -117,6 +119,12 @@ struct watch_registry {
 #define DEFAULT_MAX_QUEUE ((size_t)4 << 20)
 
 /* ---- small helpers -------------------------------------------------------- */
+
+/* An allocation point: true when the test hook says it fails. */
+static bool fail_alloc(struct watch_registry *reg)
+{
+	return reg->fail_every && ++reg->fail_count % reg->fail_every == 0;
+}
 
 static uint64_t hash_bytes(uint64_t h, const uint8_t *p, size_t n)
 {
@@ -295,7 +303,7 @@ static void send_events(struct watcher *w, int64_t hdr_rev,
 static int gtab_grow(struct watch_registry *reg)
 {
 	size_t nn = reg->n_gtab ? reg->n_gtab * 2 : 64;
-	struct group **t = calloc(nn, sizeof(*t));
+	struct group **t = fail_alloc(reg) ? NULL : calloc(nn, sizeof(*t));
 	if (!t)
 		return KV_ENOMEM;
 	for (size_t i = 0; i < reg->n_gtab; i++) {
@@ -436,7 +444,7 @@ static int group_get(struct watch_registry *reg, enum gkind kind,
 	if (reg->n_groups >= reg->n_gtab && (rc = gtab_grow(reg)) < 0)
 		return rc;
 	/* key and end live right after the struct: one allocation. */
-	g = calloc(1, sizeof(*g) + kl + el);
+	g = fail_alloc(reg) ? NULL : calloc(1, sizeof(*g) + kl + el);
 	if (!g)
 		return KV_ENOMEM;
 	g->key = (uint8_t *)(g + 1);
@@ -593,7 +601,7 @@ static int id_reserve(struct watch_stream *s)
 	if (s->n_watchers < s->n_ids)
 		return 0;
 	nn = s->n_ids ? s->n_ids * 2 : 8;
-	t = calloc(nn, sizeof(*t));
+	t = fail_alloc(s->reg) ? NULL : calloc(nn, sizeof(*t));
 	if (!t)
 		return KV_ENOMEM;
 	for (size_t i = 0; i < s->n_ids; i++) {
@@ -723,6 +731,8 @@ static int scratch_ptrs(struct watch_registry *reg, size_t n)
 	const struct mvcc_event **p;
 	size_t nc;
 
+	if (fail_alloc(reg)) /* every use is a point, to reach notify */
+		return KV_ENOMEM;
 	if (n <= reg->cap_ptrs)
 		return 0;
 	nc = reg->cap_ptrs ? reg->cap_ptrs : 64;
@@ -746,7 +756,8 @@ static int collect(struct watch_registry *reg, struct group *g, int64_t rev,
 			continue;
 		if (*np == reg->cap_pairs) {
 			size_t nc = reg->cap_pairs ? reg->cap_pairs * 2 : 256;
-			struct pair *p = realloc(reg->pairs, nc * sizeof(*p));
+			struct pair *p = fail_alloc(reg) ? NULL :
+				realloc(reg->pairs, nc * sizeof(*p));
 			if (!p)
 				return KV_ENOMEM;
 			reg->pairs = p;
@@ -1042,7 +1053,7 @@ int watch_stream_open(struct watch_registry *reg,
 
 	if (!reg || !opts || !opts->on_response || !out)
 		return KV_EINVAL;
-	s = calloc(1, sizeof(*s));
+	s = fail_alloc(reg) ? NULL : calloc(1, sizeof(*s));
 	if (!s)
 		return KV_ENOMEM;
 	s->reg = reg;
@@ -1130,7 +1141,7 @@ int watch_create(struct watch_stream *s, const struct watch_create_req *req,
 	}
 	if ((rc = id_reserve(s)) < 0)
 		return rc;
-	w = calloc(1, sizeof(*w));
+	w = fail_alloc(reg) ? NULL : calloc(1, sizeof(*w));
 	if (!w)
 		return KV_ENOMEM;
 	if ((rc = group_get(reg, kind, key, kl, end, el, &w->g)) < 0) {
@@ -1214,4 +1225,97 @@ void watch_stream_set_blocked(struct watch_stream *s, bool blocked)
 size_t watch_stream_queued(const struct watch_stream *s)
 {
 	return s->queued;
+}
+
+void watch_test_fail_allocs(struct watch_registry *reg, unsigned every)
+{
+	reg->fail_every = every;
+	reg->fail_count = 0;
+}
+
+/* ---- invariants ------------------------------------------------------------- */
+
+static bool tree_ok(const struct group *t, const struct group *lo,
+		    const struct group *hi, size_t *n)
+{
+	const struct group *m;
+
+	if (!t)
+		return true;
+	if ((lo && !node_less(lo, t)) || (hi && !node_less(t, hi)))
+		return false;
+	if ((t->tl && t->tl->prio > t->prio) ||
+	    (t->tr && t->tr->prio > t->prio))
+		return false;
+	m = t;
+	if (t->tl && end_cmp(t->tl->maxend, m) > 0)
+		m = t->tl->maxend;
+	if (t->tr && end_cmp(t->tr->maxend, m) > 0)
+		m = t->tr->maxend;
+	if (end_cmp(m, t->maxend) != 0)
+		return false;
+	(*n)++;
+	return tree_ok(t->tl, lo, t, n) && tree_ok(t->tr, t, hi, n);
+}
+
+bool watch_invariants_ok(const struct watch_registry *reg)
+{
+	size_t nw = 0, nu = 0, ng = 0, nr = 0, npk = 0, nsync = 0, nul = 0;
+
+	for (const struct watch_stream *s = reg->streams; s; s = s->next) {
+		size_t sw = 0, su = 0;
+		for (const struct watcher *w = s->watchers; w; w = w->s_next) {
+			if (w->s != s || id_find(s, w->id) != w)
+				return false;
+			sw++;
+			if (!w->synced) {
+				su++;
+				if (w->next_rev > reg->rev)
+					return false;
+			}
+			if (w->prev_kv)
+				npk++;
+		}
+		if (sw != s->n_watchers || su != s->n_unsynced)
+			return false;
+		nw += sw;
+		nu += su;
+	}
+	if (nw != reg->n_watchers || nu != reg->n_unsynced ||
+	    npk != reg->n_prev_kv)
+		return false;
+	for (const struct watcher *w = reg->unsynced_head; w; w = w->u_next) {
+		if (w->synced || (w->u_next && w->u_next->u_prev != w))
+			return false;
+		nul++;
+	}
+	if (nul != nu)
+		return false;
+	for (size_t i = 0; i < reg->n_gtab; i++) {
+		for (const struct group *g = reg->gtab[i]; g; g = g->hnext) {
+			size_t refs = 0;
+			ng++;
+			if ((g->hash & (reg->n_gtab - 1)) != i || !g->refs)
+				return false;
+			for (const struct watcher *w = g->synced; w;
+			     w = w->g_next) {
+				if (!w->synced || w->g != g ||
+				    (w->g_next && w->g_next->g_prev != w))
+					return false;
+				nsync++;
+			}
+			for (const struct watch_stream *s = reg->streams; s;
+			     s = s->next)
+				for (const struct watcher *w = s->watchers; w;
+				     w = w->s_next)
+					refs += w->g == g;
+			if (refs != g->refs)
+				return false;
+		}
+	}
+	if (ng != reg->n_groups || nsync + nu != nw)
+		return false;
+	if (!tree_ok(reg->rtree, NULL, NULL, &nr) || nr != reg->n_ranges)
+		return false;
+	return true;
 }

@@ -539,11 +539,14 @@ static void run_model(struct fx *f, uint64_t seed, int steps)
 				x->canceled = true;
 			}
 		}
+		if (step % 50 == 0)
+			assert_true(watch_invariants_ok(f->reg));
 	}
 	f->st.visible_rev = 0;
 	wt_notify_pending(&f->st, f->reg);
 	sync_all(f);
 	assert_int_equal(watch_unsynced_count(f->reg), 0);
+	assert_true(watch_invariants_ok(f->reg));
 	for (size_t i = 0; i < nw; i++)
 		check_watcher(f, &w[i]);
 }
@@ -1054,6 +1057,8 @@ static void test_watch_range_index_matches_bruteforce(void **state)
 			}
 		}
 		assert_int_equal(rc->nr - before, want);
+		if (e % 100 == 0)
+			assert_true(watch_invariants_ok(f->reg));
 		/* and exactly the right ids */
 		for (size_t r = before; r < rc->nr; r++) {
 			struct rng_w *x;
@@ -1135,6 +1140,76 @@ static void test_watch_progress_armed_at_open(void **state)
 	rec_free(&rc);
 }
 
+/* Allocation failures everywhere (creates, fan-out scratch, history
+ * batches): a failed create creates nothing, a failed fan-out sends the
+ * affected watchers back to history, a failed batch is retried; once
+ * allocations succeed again every watcher has exactly its history. */
+static void test_watch_alloc_faults(void **state)
+{
+	struct fx *f = *state;
+	struct wspec w[40];
+	size_t nw = 0, creates_failed = 0;
+	uint64_t seed = 31;
+	static const char *const ranges[][2] = {
+		{ "k1", NULL }, { "p/", "p0" }, { "k3", "k7" }, { "", "" },
+	};
+
+	f->st.tolerate_nomem = true;
+	for (int i = 0; i < 20; i++) {
+		wt_random_op(&f->st, &seed);
+		wt_notify_pending(&f->st, f->reg);
+	}
+	watch_test_fail_allocs(f->reg, 5);
+	for (int step = 0; step < 1500; step++) {
+		unsigned c = (unsigned)(wt_rand(&seed) % 10);
+		if (c < 4) {
+			wt_random_op(&f->st, &seed);
+			wt_notify_pending(&f->st, f->reg);
+		} else if (c < 7) {
+			int rc = watch_sync_step(f->reg, 20, NULL);
+			assert_true(rc == 0 || rc == KV_ENOMEM);
+		} else if (c < 8 && nw < 40) {
+			struct watch_create_req q = { 0 };
+			struct wspec *x = &w[nw];
+			size_t r = wt_rand(&seed) % 4;
+			int64_t now = watch_revision(f->reg);
+			size_t nr = f->rec[0].nr;
+			int rc;
+			memset(x, 0, sizeof(*x));
+			x->key = ranges[r][0];
+			x->end = ranges[r][1];
+			x->prev_kv = wt_rand(&seed) % 2;
+			x->start = wt_rand(&seed) % 2 ? now + 1 :
+				1 + (int64_t)(wt_rand(&seed) % (uint64_t)now);
+			q.key = S(x->key);
+			q.key_len = strlen(x->key);
+			if (x->end) {
+				q.range_end = S(x->end);
+				q.range_end_len = x->end[0] ? strlen(x->end) : 1;
+			}
+			q.start_revision = x->start;
+			q.prev_kv = x->prev_kv;
+			rc = watch_create(f->rec[0].s, &q, &x->id);
+			if (rc == KV_ENOMEM) {
+				assert_int_equal(f->rec[0].nr, nr);
+				creates_failed++;
+				continue;
+			}
+			assert_int_equal(rc, 0);
+			nw++;
+		}
+		assert_true(watch_invariants_ok(f->reg));
+	}
+	watch_test_fail_allocs(f->reg, 0);
+	wt_notify_pending(&f->st, f->reg);
+	sync_all(f);
+	assert_true(watch_invariants_ok(f->reg));
+	assert_true(f->st.nomem_seen > 0);
+	assert_true(creates_failed > 0);
+	for (size_t i = 0; i < nw; i++)
+		check_watcher(f, &w[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1166,6 +1241,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_watch_range_index_matches_bruteforce, fx_setup,
 			fx_teardown),
+		cmocka_unit_test_setup_teardown(test_watch_alloc_faults,
+						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_restore_jump,
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(

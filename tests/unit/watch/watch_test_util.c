@@ -119,6 +119,7 @@ void wt_notify_pending(struct wt_store *st, struct watch_registry *reg)
 		struct mvcc_events_res r;
 		static const uint8_t zero = 0;
 		size_t n = 0;
+		int rc;
 
 		mvcc_arena_reset(&st->arena);
 		q.key = &zero;
@@ -132,7 +133,12 @@ void wt_notify_pending(struct wt_store *st, struct watch_registry *reg)
 		      "mvcc_events");
 		while (n < r.n_events && r.events[n].kv.mod_revision == rev)
 			n++;
-		check(watch_notify(reg, rev, r.events, n), "watch_notify");
+		rc = watch_notify(reg, rev, r.events, n);
+		if (rc == KV_ENOMEM && st->tolerate_nomem) {
+			st->nomem_seen++;
+			rc = 0;
+		}
+		check(rc, "watch_notify");
 		st->notified = rev;
 	}
 }

@@ -22,6 +22,9 @@ struct wt_store {
 	int64_t notified;   /* last revision passed to watch_notify */
 	unsigned writes;    /* ops since the write txn began */
 	size_t history_calls;
+	/* watch_notify's KV_ENOMEM is expected (allocation fault tests) */
+	bool tolerate_nomem;
+	size_t nomem_seen;
 };
 
 /* Opens a store in a fresh temp dir with the write txn open. */

@@ -255,6 +255,16 @@ void watch_stream_set_blocked(struct watch_stream *s, bool blocked);
 /* Estimated queued bytes (responses delivered minus drained). */
 size_t watch_stream_queued(const struct watch_stream *s);
 
+/* Full consistency check (O(groups x watchers): tests and debug asserts
+ * only): counts, lists, id tables, group refcounts, the interval treap's
+ * order, heap and max-end fields, unsynced watchers behind the revision. */
+bool watch_invariants_ok(const struct watch_registry *reg);
+
+/* Test hook: from now on every `every`-th allocation point fails with
+ * KV_ENOMEM (each watch_notify and history batch is one point too); 0
+ * disables. */
+void watch_test_fail_allocs(struct watch_registry *reg, unsigned every);
+
 /* Estimated protobuf size of an event (mvccpb.Event); exposed for tests. */
 size_t watch_event_size(const struct mvcc_event *ev, bool prev_kv);
 
