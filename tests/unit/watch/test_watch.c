@@ -1210,6 +1210,73 @@ static void test_watch_alloc_faults(void **state)
 		check_watcher(f, &w[i]);
 }
 
+/* The handoff rule, deterministically. Store at 10, registry notified up
+ * to 8 (the server is mid-apply): a catch-up from 5 delivers 5..8 only,
+ * joins the synced set, and gets 9 and 10 live. A history source that lags
+ * (sees only up to 6) delivers 5..6 and leaves the watcher unsynced until
+ * it sees the rest. */
+static void test_watch_handoff_rule(void **state)
+{
+	struct fx *f = *state;
+	struct rec *rc = &f->rec[0];
+	bool more;
+
+	for (int i = 0; i < 9; i++)
+		wt_put(&f->st, "k1", "v"); /* revisions 2..10 */
+	/* notify only up to 8 */
+	while (f->st.notified < 8) {
+		struct mvcc_event ev;
+		struct mvcc_arena a = MVCC_ARENA_INIT;
+		struct mvcc_events_req q = { 0 };
+		struct mvcc_events_res r;
+		q.key = S("k1");
+		q.key_len = 2;
+		q.start_revision = f->st.notified + 1;
+		q.max_events = 1;
+		assert_int_equal(mvcc_events(f->st.m, NULL, &q, &a, &r), 0);
+		ev = r.events[0];
+		assert_int_equal(watch_notify(f->reg, f->st.notified + 1, &ev,
+					      1), 0);
+		f->st.notified++;
+		mvcc_arena_free(&a);
+	}
+	int64_t a = create(f, 0, "k1", NULL, 5, 0, false);
+	int64_t b = create(f, 1, "k1", NULL, 5, 0, false);
+	/* a: history ahead of the registry */
+	watch_stream_set_blocked(f->rec[1].s, true);
+	assert_int_equal(watch_sync_step(f->reg, 100, &more), 0);
+	assert_false(more); /* b's stream is blocked: no work with room */
+	assert_int_equal(rc->nr, 2);
+	assert_int_equal(rc->r[1].watch_id, a);
+	assert_int_equal(rc->r[1].n_events, 4); /* 5..8, not 9..10 */
+	assert_int_equal(rc->e[3].mod_rev, 8);
+	assert_int_equal(rc->r[1].hdr, 8);
+	assert_int_equal(watch_unsynced_count(f->reg), 1); /* b */
+	/* b: history lags at 6 */
+	watch_stream_set_blocked(f->rec[1].s, false);
+	f->st.visible_rev = 6;
+	assert_int_equal(watch_sync_step(f->reg, 100, &more), 0);
+	assert_true(more);
+	assert_int_equal(f->rec[1].r[1].n_events, 2); /* 5..6 */
+	assert_int_equal(watch_unsynced_count(f->reg), 1);
+	f->st.visible_rev = 0;
+	wt_notify_pending(&f->st, f->reg); /* 9, 10: a live, b not yet */
+	assert_int_equal(rc->nr, 4);
+	assert_int_equal(f->rec[1].nr, 2);
+	assert_int_equal(watch_sync_step(f->reg, 100, &more), 0);
+	assert_false(more);
+	assert_int_equal(watch_unsynced_count(f->reg), 0);
+	assert_int_equal(f->rec[1].r[2].n_events, 4); /* 7..10 */
+	wt_put(&f->st, "k1", "w");
+	wt_notify_pending(&f->st, f->reg);
+	assert_int_equal(rc->nr, 5);
+	assert_int_equal(f->rec[1].nr, 4);
+	struct wspec wa = { 0, a, "k1", NULL, 5, 0, false, false, false, true };
+	struct wspec wb = { 1, b, "k1", NULL, 5, 0, false, false, false, true };
+	check_watcher(f, &wa);
+	check_watcher(f, &wb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1220,6 +1287,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_watch_atomic_revision,
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_past_start_then_live,
+						fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_watch_handoff_rule,
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_watch_catchup_handoff_model, fx_setup, fx_teardown),

@@ -47,6 +47,27 @@
  * and everything it points to is valid only during on_response.
  *
  * Errors: 0 or a negative KV_E* (kv/errors.h).
+ *
+ * Wiring (server/, the only module that sees both watch/ and storage/):
+ *  - startup: watch_registry_new() with revision = mvcc_revision() and a
+ *    history callback calling mvcc_events() (rd NULL = the owner's view;
+ *    reset a server-owned arena at the start of each call; on
+ *    KV_ECOMPACTED set compact_revision = mvcc_compact_revision()).
+ *  - apply: after each revision the FSM produces, call watch_notify() with
+ *    that revision's events, e.g. mvcc_events(start_revision = rev,
+ *    max_events = 1, prev_kv = watch_wants_prev_kv()), keeping those with
+ *    mod_revision == rev. Followers do the same, so they deliver the same
+ *    events in the same order. A raft snapshot install: watch_restore().
+ *  - loop: watch_sync_step(reg, budget, &more) once per iteration (arm an
+ *    idle/check handle while more); watch_tick() from a ~1 s timer.
+ *  - gRPC Watch / POST /v3/watch: watch_stream_open() per stream;
+ *    create_request -> watch_create(), cancel_request -> watch_cancel(),
+ *    progress_request -> watch_progress_request(). Encode each response in
+ *    on_response (header cluster/member id and raft term are the server's;
+ *    header_revision 0 means leave revision out), queue it, and call
+ *    watch_stream_drained(r->size) when written. Flow control closed
+ *    (HTTP/2 window, socket not writable) -> watch_stream_set_blocked().
+ *    Stream gone -> watch_stream_close().
  */
 #ifndef KV_WATCH_WATCH_H
 #define KV_WATCH_WATCH_H
