@@ -24,7 +24,9 @@ struct group {
 	struct group *tl, *tr;
 	const struct group *maxend;
 	uint32_t prio;
-	struct watcher *synced; /* doubly linked by g_prev/g_next */
+	/* its watchers, each in one of the two lists (g_prev/g_next) */
+	struct watcher *synced;
+	struct watcher *unsynced;
 	uint8_t *key;
 	size_t key_len;
 	uint8_t *end;
@@ -38,13 +40,14 @@ struct watcher {
 	/* First revision not yet received (see watch.h). For synced
 	 * watchers a lower bound used as the start filter. */
 	int64_t next_rev;
-	struct watcher *g_prev, *g_next; /* group's synced list */
+	struct watcher *g_prev, *g_next; /* group's (un)synced list */
 	struct watcher *u_prev, *u_next; /* registry's unsynced list */
 	struct watcher *s_prev, *s_next; /* stream's list */
 	struct watcher *id_next;         /* stream's id hash chain */
 	/* notify scratch */
 	struct watcher *touch_next;
 	uint64_t mark;
+	uint64_t elig; /* == reg->step: takes part in this catch-up batch */
 	size_t cnt, off;
 	unsigned filters;
 	bool synced;
@@ -98,6 +101,7 @@ struct watch_registry {
 	uint64_t prng;
 	/* notify scratch */
 	uint64_t mark;
+	uint64_t step; /* catch-up batch counter */
 	struct pair *pairs;
 	size_t cap_pairs;
 	const struct mvcc_event **ptrs;
@@ -481,7 +485,7 @@ static void group_put(struct watch_registry *reg, struct group *g)
 	assert(g->refs > 0);
 	if (--g->refs)
 		return;
-	assert(!g->synced);
+	assert(!g->synced && !g->unsynced);
 	pp = &reg->gtab[g->hash & (reg->n_gtab - 1)];
 	while (*pp != g)
 		pp = &(*pp)->hnext;
@@ -496,31 +500,41 @@ static void group_put(struct watch_registry *reg, struct group *g)
 
 /* ---- synced / unsynced sets ------------------------------------------------ */
 
+static void glist_add(struct watcher **head, struct watcher *w)
+{
+	w->g_prev = NULL;
+	w->g_next = *head;
+	if (*head)
+		(*head)->g_prev = w;
+	*head = w;
+}
+
+static void glist_del(struct watcher **head, struct watcher *w)
+{
+	if (w->g_prev)
+		w->g_prev->g_next = w->g_next;
+	else
+		*head = w->g_next;
+	if (w->g_next)
+		w->g_next->g_prev = w->g_prev;
+	w->g_prev = w->g_next = NULL;
+}
+
 static void join_synced(struct watcher *w)
 {
-	struct group *g = w->g;
 	assert(!w->synced);
 	w->synced = true;
-	w->g_prev = NULL;
-	w->g_next = g->synced;
-	if (g->synced)
-		g->synced->g_prev = w;
-	g->synced = w;
+	glist_add(&w->g->synced, w);
 }
 
 static void leave_synced(struct watcher *w)
 {
 	assert(w->synced);
-	if (w->g_prev)
-		w->g_prev->g_next = w->g_next;
-	else
-		w->g->synced = w->g_next;
-	if (w->g_next)
-		w->g_next->g_prev = w->g_prev;
-	w->g_prev = w->g_next = NULL;
+	glist_del(&w->g->synced, w);
 	w->synced = false;
 }
 
+/* The registry's unsynced list (iteration order) and the group's. */
 static void unsynced_append(struct watch_registry *reg, struct watcher *w)
 {
 	w->u_next = NULL;
@@ -530,6 +544,7 @@ static void unsynced_append(struct watch_registry *reg, struct watcher *w)
 	else
 		reg->unsynced_head = w;
 	reg->unsynced_tail = w;
+	glist_add(&w->g->unsynced, w);
 }
 
 static void unsynced_unlink(struct watch_registry *reg, struct watcher *w)
@@ -543,6 +558,7 @@ static void unsynced_unlink(struct watch_registry *reg, struct watcher *w)
 	else
 		reg->unsynced_tail = w->u_prev;
 	w->u_prev = w->u_next = NULL;
+	glist_del(&w->g->unsynced, w);
 }
 
 static void maybe_send_progress(struct watch_stream *s)
@@ -746,13 +762,17 @@ static int scratch_ptrs(struct watch_registry *reg, size_t n)
 	return 0;
 }
 
-/* Collects (watcher, event) pairs for one synced group. */
-static int collect(struct watch_registry *reg, struct group *g, int64_t rev,
-		   const struct mvcc_event *ev, size_t evi, size_t *np,
-		   struct watcher **touched, struct watcher **tail)
+/* Collects (watcher, event) pairs from one group: its synced watchers
+ * (notify) or its unsynced watchers taking part in this catch-up batch. */
+static int collect(struct watch_registry *reg, struct group *g, bool catchup,
+		   int64_t rev, const struct mvcc_event *ev, size_t evi,
+		   size_t *np, struct watcher **touched, struct watcher **tail)
 {
-	for (struct watcher *w = g->synced; w; w = w->g_next) {
-		if (filtered(w, ev) || rev < w->next_rev)
+	struct watcher *w = catchup ? g->unsynced : g->synced;
+
+	for (; w; w = w->g_next) {
+		if (filtered(w, ev) || rev < w->next_rev ||
+		    (catchup && w->elig != reg->step))
 			continue;
 		if (*np == reg->cap_pairs) {
 			size_t nc = reg->cap_pairs ? reg->cap_pairs * 2 : 256;
@@ -780,7 +800,7 @@ static int collect(struct watch_registry *reg, struct group *g, int64_t rev,
 }
 
 /* Stabbing query: every range group containing key k. */
-static int rquery(struct watch_registry *reg, struct group *t,
+static int rquery(struct watch_registry *reg, struct group *t, bool catchup,
 		  const uint8_t *k, size_t kl, int64_t rev,
 		  const struct mvcc_event *ev, size_t evi, size_t *np,
 		  struct watcher **touched, struct watcher **tail)
@@ -793,14 +813,16 @@ static int rquery(struct watch_registry *reg, struct group *t,
 		if (m->kind != G_FROM &&
 		    cmp_bytes(m->end, m->end_len, k, kl) <= 0)
 			return 0;
-		if ((rc = rquery(reg, t->tl, k, kl, rev, ev, evi, np, touched,
-				 tail)) < 0)
+		if ((rc = rquery(reg, t->tl, catchup, k, kl, rev, ev, evi, np,
+				 touched, tail)) < 0)
 			return rc;
 		/* t and its right subtree start after k */
 		if (cmp_bytes(t->key, t->key_len, k, kl) > 0)
 			return 0;
-		if (t->synced && group_matches(t, k, kl) &&
-		    (rc = collect(reg, t, rev, ev, evi, np, touched, tail)) < 0)
+		if ((catchup ? t->unsynced : t->synced) &&
+		    group_matches(t, k, kl) &&
+		    (rc = collect(reg, t, catchup, rev, ev, evi, np, touched,
+				  tail)) < 0)
 			return rc;
 		t = t->tr;
 	}
@@ -824,45 +846,46 @@ static void unsync_all(struct watch_registry *reg, int64_t rev)
 	}
 }
 
-int watch_notify(struct watch_registry *reg, int64_t rev,
-		 const struct mvcc_event *events, size_t n)
+/* Pairs for event i of a notify or catch-up batch: the single-key group
+ * by hash, range groups by the interval treap. */
+static int match_event(struct watch_registry *reg, bool catchup,
+		       const struct mvcc_event *ev, size_t i, size_t *np,
+		       struct watcher **touched, struct watcher **tail)
 {
-	struct watcher *touched = NULL, *tail = NULL, *w, *nx;
-	size_t np = 0, off = 0;
-	int rc = 0;
+	const uint8_t *k = ev->kv.key;
+	size_t kl = ev->kv.key_len;
+	int64_t rev = ev->kv.mod_revision;
+	uint64_t h = group_hash(G_SINGLE, k, kl, NULL, 0);
+	struct group *g = group_find(reg, G_SINGLE, k, kl, NULL, 0, h);
+	int rc;
 
-	if (rev <= reg->rev)
-		return KV_EINVAL;
-	reg->rev = rev;
-	reg->mark++;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const struct mvcc_event *ev = &events[i];
-		const uint8_t *k = ev->kv.key;
-		size_t kl = ev->kv.key_len;
-		uint64_t h = group_hash(G_SINGLE, k, kl, NULL, 0);
-		struct group *g;
+	if (g && (catchup ? g->unsynced : g->synced) &&
+	    (rc = collect(reg, g, catchup, rev, ev, i, np, touched, tail)) < 0)
+		return rc;
+	return rquery(reg, reg->rtree, catchup, k, kl, rev, ev, i, np, touched,
+		      tail);
+}
 
-		assert(ev->kv.mod_revision == rev);
-		g = group_find(reg, G_SINGLE, k, kl, NULL, 0, h);
-		if (g && g->synced)
-			rc = collect(reg, g, rev, ev, i, &np, &touched, &tail);
-		if (rc == 0)
-			rc = rquery(reg, reg->rtree, k, kl, rev, ev, i, &np,
-				    &touched, &tail);
-	}
-	if (rc == 0)
-		rc = scratch_ptrs(reg, np);
-	if (rc == 0 && np && 2 * n > reg->cap_evsz) {
+/* Groups the np pairs by watcher into reg->ptrs (each touched watcher's
+ * events at ptrs[w->off .. w->off + w->cnt), in event order) and caches
+ * the events' encoded sizes. Undo with fanout_end(). */
+static int fanout_begin(struct watch_registry *reg,
+			const struct mvcc_event *events, size_t n, size_t np,
+			struct watcher *touched)
+{
+	struct watcher *w;
+	size_t off = 0;
+	int rc;
+
+	if ((rc = scratch_ptrs(reg, np)) < 0)
+		return rc;
+	if (np && 2 * n > reg->cap_evsz) {
 		/* best effort: without it sizes are computed per watcher */
 		size_t *z = realloc(reg->evsz, 2 * n * sizeof(*z));
 		if (z) {
 			reg->evsz = z;
 			reg->cap_evsz = 2 * n;
 		}
-	}
-	if (rc < 0) {
-		unsync_all(reg, rev);
-		return rc;
 	}
 	for (w = touched; w; w = w->touch_next) {
 		w->off = off;
@@ -883,6 +906,37 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
 		reg->cur_events = events;
 		reg->cur_n = n;
 	}
+	return 0;
+}
+
+static void fanout_end(struct watch_registry *reg)
+{
+	reg->cur_events = NULL;
+	reg->cur_n = 0;
+}
+
+int watch_notify(struct watch_registry *reg, int64_t rev,
+		 const struct mvcc_event *events, size_t n)
+{
+	struct watcher *touched = NULL, *tail = NULL, *w, *nx;
+	size_t np = 0;
+	int rc = 0;
+
+	if (rev <= reg->rev)
+		return KV_EINVAL;
+	reg->rev = rev;
+	reg->mark++;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		assert(events[i].kv.mod_revision == rev);
+		rc = match_event(reg, false, &events[i], i, &np, &touched,
+				 &tail);
+	}
+	if (rc == 0)
+		rc = fanout_begin(reg, events, n, np, touched);
+	if (rc < 0) {
+		unsync_all(reg, rev);
+		return rc;
+	}
 	for (w = touched; w; w = nx) {
 		nx = w->touch_next;
 		if (stream_full(w->s)) {
@@ -892,8 +946,7 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
 		send_events(w, rev, reg->ptrs + w->off, w->cnt);
 		w->next_rev = rev + 1;
 	}
-	reg->cur_events = NULL;
-	reg->cur_n = 0;
+	fanout_end(reg);
 	return 0;
 }
 
@@ -936,79 +989,120 @@ static void send_compacted(struct watcher *w, int64_t compact_rev)
 	maybe_send_progress(s);
 }
 
-/* One history batch for w. *used gets the events examined. */
-static int sync_one(struct watch_registry *reg, struct watcher *w,
-		    size_t max_events, size_t *used)
+/* One catch-up batch shared by every unsynced watcher whose stream has
+ * room (as etcd's syncWatchers): one history read from the smallest
+ * next_rev among them (over their common range when they share one group,
+ * else over all keys), fanned out by the same index as notify. Every
+ * participant has then received all its events below batch_end =
+ * min(history's next_revision, watch_revision + 1) and moves its next_rev
+ * there; those reaching watch_revision + 1 join the synced set. Sets
+ * *used to the events read (at least 1), *progress when batch_end moved
+ * past the start (a lagging history makes none). */
+static int sync_batch(struct watch_registry *reg, size_t max_events,
+		      size_t *used, bool *progress)
 {
+	static const uint8_t zero = 0;
 	struct watch_history_req q = { 0 };
 	struct watch_history_res res = { 0 };
-	struct group *g = w->g;
-	size_t k = 0;
-	int64_t next;
+	struct watcher *w, *nx, *touched = NULL, *tail = NULL;
+	struct group *only = NULL;
+	bool multi = false;
+	size_t np = 0, k = 0;
+	int64_t from = INT64_MAX, end;
 	int rc;
 
-	q.key = g->key;
-	q.key_len = g->key_len;
-	if (g->kind == G_FROM) {
-		static const uint8_t zero = 0;
-		q.range_end = &zero;
-		q.range_end_len = 1;
-	} else if (g->kind == G_RANGE) {
-		q.range_end = g->end;
-		q.range_end_len = g->end_len;
+	*used = 0;
+	*progress = false;
+	reg->step++;
+	for (w = reg->unsynced_head; w; w = w->u_next) {
+		if (stream_full(w->s))
+			continue;
+		w->elig = reg->step;
+		if (w->next_rev < from)
+			from = w->next_rev;
+		if (!only)
+			only = w->g;
+		else if (only != w->g)
+			multi = true;
+		q.prev_kv |= w->prev_kv;
 	}
-	q.start_revision = w->next_rev;
+	if (!only)
+		return 0;
+	q.key = &zero;
+	q.key_len = 1;
+	q.range_end = &zero;
+	q.range_end_len = 1;
+	if (!multi && only->kind != G_FROM) {
+		q.key = only->key;
+		q.key_len = only->key_len;
+		q.range_end = only->kind == G_RANGE ? only->end : NULL;
+		q.range_end_len = only->kind == G_RANGE ? only->end_len : 0;
+	} else if (!multi) {
+		q.key = only->key;
+		q.key_len = only->key_len;
+	}
+	q.start_revision = from;
 	q.max_events = max_events;
-	q.prev_kv = w->prev_kv;
 	rc = reg->history(reg->history_data, &q, &res);
 	*used = res.n_events ? res.n_events : 1;
 	if (rc == KV_ECOMPACTED) {
-		send_compacted(w, res.compact_revision);
+		for (w = reg->unsynced_head; w; w = nx) {
+			nx = w->u_next;
+			if (w->elig == reg->step &&
+			    w->next_rev < res.compact_revision)
+				send_compacted(w, res.compact_revision);
+		}
+		*progress = true;
 		return 0;
 	}
 	if (rc < 0)
 		return rc;
-	if ((rc = scratch_ptrs(reg, res.n_events)) < 0)
-		return rc;
-	for (size_t i = 0; i < res.n_events; i++) {
-		const struct mvcc_event *ev = &res.events[i];
-		int64_t r = ev->kv.mod_revision;
-		if (r > reg->rev)
+	reg->mark++;
+	for (; k < res.n_events; k++) {
+		if (res.events[k].kv.mod_revision > reg->rev)
 			break; /* history ahead of notify: clip */
-		if (r < w->next_rev || filtered(w, ev))
-			continue;
-		reg->ptrs[k++] = ev;
+		if ((rc = match_event(reg, true, &res.events[k], k, &np,
+				      &touched, &tail)) < 0)
+			return rc;
 	}
-	if (k)
-		send_events(w, reg->rev, reg->ptrs, k);
-	next = res.next_revision;
-	if (next > reg->rev + 1)
-		next = reg->rev + 1;
-	if (next > w->next_rev)
-		w->next_rev = next;
-	if (w->next_rev > reg->rev)
-		make_synced(w);
+	if ((rc = fanout_begin(reg, res.events, k, np, touched)) < 0)
+		return rc;
+	for (w = touched; w; w = w->touch_next) {
+		if (stream_full(w->s)) {
+			w->elig = 0; /* not delivered: keeps its next_rev */
+			continue;
+		}
+		send_events(w, reg->rev, reg->ptrs + w->off, w->cnt);
+	}
+	fanout_end(reg);
+	end = res.next_revision;
+	if (end > reg->rev + 1)
+		end = reg->rev + 1;
+	*progress = end > from;
+	for (w = reg->unsynced_head; w; w = nx) {
+		nx = w->u_next;
+		if (w->elig != reg->step || w->next_rev >= end)
+			continue;
+		w->next_rev = end;
+		if (end > reg->rev)
+			make_synced(w);
+	}
 	return 0;
 }
 
 int watch_sync_step(struct watch_registry *reg, size_t budget, bool *more)
 {
-	size_t visits = reg->n_unsynced, spent = 0;
+	size_t spent = 0;
 	int rc = 0;
 
-	while (visits-- > 0 && spent < budget && reg->unsynced_head) {
-		struct watcher *w = reg->unsynced_head;
-		size_t used = 0, want = budget - spent;
+	while (spent < budget && reg->unsynced_head) {
+		size_t used, want = budget - spent;
+		bool progress;
 
-		/* Rotate first: w may leave the list inside sync_one. */
-		unsynced_unlink(reg, w);
-		unsynced_append(reg, w);
-		if (stream_full(w->s))
-			continue;
 		if (want > reg->batch)
 			want = reg->batch;
-		rc = sync_one(reg, w, want, &used);
-		if (rc < 0)
+		rc = sync_batch(reg, want, &used, &progress);
+		if (rc < 0 || !used || !progress)
 			break;
 		spent += used;
 	}

@@ -23,7 +23,7 @@
  * from the history callback in watch_sync_step(): the core delivers only
  * events with revision <= watch_revision(reg) (a history source that is
  * ahead of the notified revision is clipped), and advances next_rev to
- * min(history's next_rev, watch_revision(reg) + 1). When next_rev reaches
+ * min(history's next_revision, watch_revision(reg) + 1). When next_rev reaches
  * watch_revision(reg) + 1 the watcher joins the synced set in the same
  * call, so the next watch_notify() (revision watch_revision(reg) + 1) is
  * the first one it gets live: no gap, no duplicate. A history source that
@@ -192,12 +192,18 @@ int watch_notify(struct watch_registry *reg, int64_t rev,
  * etcd's watchableStore.Restore does. KV_EINVAL if rev < watch_revision. */
 int watch_restore(struct watch_registry *reg, int64_t rev);
 
-/* Catches up unsynced watchers from history, round robin, until about
- * `budget` events were delivered or every unsynced watcher whose stream
- * has room was visited once. Sets *more (may be NULL) when unsynced
- * watchers with room remain, so the owner calls it again next loop
- * iteration. Sends deferred progress responses of streams that became
- * fully synced. Returns 0 or the history callback's error. */
+/* Catches up unsynced watchers from history in shared batches (as etcd's
+ * syncWatchers): each batch is ONE history call from the smallest next_rev
+ * among the unsynced watchers whose stream has room (over their range when
+ * they all share one, else over all keys), fanned out through the same
+ * index as watch_notify(); every participant then has all its events below
+ * batch_end = min(history next_revision, watch_revision + 1). Batches
+ * repeat until about `budget` events were read or history makes no
+ * progress. Sets *more (may be NULL) when unsynced watchers with room
+ * remain, so the owner calls it again next loop iteration. Sends deferred
+ * progress responses of streams that became fully synced and compaction
+ * cancels. Returns 0 or the history callback's error (KV_ENOMEM: retried
+ * at the next call; nothing is lost). */
 int watch_sync_step(struct watch_registry *reg, size_t budget, bool *more);
 
 /* Periodic progress: call from a timer with the owner's monotonic clock.
