@@ -1015,7 +1015,10 @@ int kvd_server_run(const struct kvd_config *cfg)
 	s->request_timeout_ms = 5000 + 2 * (uint64_t)cfg->election_ms;
 	s->http.max_body_bytes =
 		(size_t)cfg->max_request_bytes * 4 / 3 + 576 * 1024;
-	s->http.max_pipeline = 64;
+	/* One request at a time per connection, as Go's net/http serves
+	 * etcd's gateway: a pipelined read after a write on the same
+	 * connection then sees that write. */
+	s->http.max_pipeline = 1;
 
 	char err[256];
 	rv = kvraft_cluster_parse(cfg->initial_cluster,

@@ -326,14 +326,23 @@ def test_bad_wrong_method(cluster):
 
 
 def test_bad_plaintext_to_tls_port(cluster):
-    """As Go's server (and so etcd) does: 400 and a plain explanation."""
+    """As Go's server (and so etcd) does: 400 and a plain explanation, then
+    close. (If the request had bytes the server never read, the close may
+    turn into a reset that eats the answer; so send one small request.)"""
     m = cluster.members[0]
-    s = requests.Session()
-    s.trust_env = False
-    r = s.post(f"http://127.0.0.1:{m.cport}/v3/kv/range",
-               json={"key": b64("a")}, timeout=5)
-    assert r.status_code == 400
-    assert "Client sent an HTTP request to an HTTPS server" in r.text
+    with socket.create_connection(("127.0.0.1", m.cport), timeout=5) as t:
+        t.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        try:
+            while True:
+                chunk = t.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        except ConnectionResetError:
+            pass
+    assert got.startswith(b"HTTP/1.0 400 Bad Request"), got
+    assert b"Client sent an HTTP request to an HTTPS server" in got
     assert m.put("alive", "plain")["header"]
 
 
