@@ -483,10 +483,10 @@ static void test_watch_atomic_revision(void **state)
  * behind it (visible_rev), random cancels. Every watcher must end with
  * exactly its history: catch-up then live, no gap or duplicate at the
  * handoff. */
-static void run_model(struct fx *f, uint64_t seed, int steps)
+static void run_model(struct fx *f, uint64_t seed, int steps, bool slow)
 {
 	struct wspec w[64];
-	size_t nw = 0;
+	size_t nw = 0, max_unsynced = 0;
 	static const char *const ranges[][2] = {
 		{ "k1", NULL }, { "k5", NULL }, { "p/", "p0" }, { "k3", "k7" },
 		{ "q/", "" },   { "", "" },     { "z", NULL },  { "p/2", NULL },
@@ -504,6 +504,15 @@ static void run_model(struct fx *f, uint64_t seed, int steps)
 			wt_notify_pending(&f->st, f->reg);
 		} else if (c < 75) {
 			bool more;
+			if (slow) {
+				/* consumers drain (or stall) at random */
+				int si = (int)(wt_rand(&seed) % 4);
+				if (wt_rand(&seed) % 3)
+					rec_drain(&f->rec[si]);
+				if (wt_rand(&seed) % 8 == 0)
+					watch_stream_set_blocked(f->rec[si].s,
+						wt_rand(&seed) % 2);
+			}
 			assert_int_equal(watch_sync_step(f->reg,
 				1 + wt_rand(&seed) % 40, &more), 0);
 		} else if (c < 80) {
@@ -541,11 +550,25 @@ static void run_model(struct fx *f, uint64_t seed, int steps)
 		}
 		if (step % 50 == 0)
 			assert_true(watch_invariants_ok(f->reg));
+		if (watch_unsynced_count(f->reg) > max_unsynced)
+			max_unsynced = watch_unsynced_count(f->reg);
 	}
+	/* slow consumers really demoted watchers (more than the few with a
+	 * past start) */
+	if (slow)
+		assert_true(max_unsynced >= 8);
 	f->st.visible_rev = 0;
 	wt_notify_pending(&f->st, f->reg);
-	sync_all(f);
-	assert_int_equal(watch_unsynced_count(f->reg), 0);
+	for (int i = 0; i < 4; i++) {
+		watch_stream_set_blocked(f->rec[i].s, false);
+		rec_drain(&f->rec[i]);
+	}
+	for (int guard = 0; watch_unsynced_count(f->reg) > 0; guard++) {
+		assert_true(guard < 100000);
+		assert_int_equal(watch_sync_step(f->reg, 1000, NULL), 0);
+		for (int i = 0; i < 4; i++)
+			rec_drain(&f->rec[i]);
+	}
 	assert_true(watch_invariants_ok(f->reg));
 	for (size_t i = 0; i < nw; i++)
 		check_watcher(f, &w[i]);
@@ -554,7 +577,22 @@ static void run_model(struct fx *f, uint64_t seed, int steps)
 static void test_watch_catchup_handoff_model(void **state)
 {
 	struct fx *f = *state;
-	run_model(f, 42, 3000);
+	run_model(f, 42, 3000, false);
+}
+
+/* The same model with small stream queues (600 bytes), consumers that
+ * drain at random and streams blocked and unblocked at random: watchers
+ * bounce between synced and unsynced and still end with exactly their
+ * history. */
+static void test_watch_slow_consumer_model(void **state)
+{
+	struct fx *f;
+	for (uint64_t s = 200; s < 206; s++) {
+		fx_teardown(state);
+		fx_setup_opts(state, 0, 600);
+		f = *state;
+		run_model(f, s, 1500, true);
+	}
 }
 
 static void test_watch_catchup_handoff_seeds(void **state)
@@ -564,7 +602,7 @@ static void test_watch_catchup_handoff_seeds(void **state)
 		fx_teardown(state);
 		fx_setup(state);
 		f = *state;
-		run_model(f, s, 800);
+		run_model(f, s, 800, false);
 	}
 }
 
@@ -1294,6 +1332,8 @@ int main(void)
 			test_watch_catchup_handoff_model, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(
 			test_watch_catchup_handoff_seeds, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_watch_slow_consumer_model,
+						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_compacted_start,
 						fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_watch_progress_request,
