@@ -1046,13 +1046,18 @@ static int sync_batch(struct watch_registry *reg, size_t max_events,
 	rc = reg->history(reg->history_data, &q, &res);
 	*used = res.n_events ? res.n_events : 1;
 	if (rc == KV_ECOMPACTED) {
+		bool any = false;
 		for (w = reg->unsynced_head; w; w = nx) {
 			nx = w->u_next;
 			if (w->elig == reg->step &&
-			    w->next_rev < res.compact_revision)
+			    w->next_rev < res.compact_revision) {
 				send_compacted(w, res.compact_revision);
+				any = true;
+			}
 		}
-		*progress = true;
+		/* a source that reports compaction of no participant's start
+		 * would stall us: count it as no progress */
+		*progress = any;
 		return 0;
 	}
 	if (rc < 0)
@@ -1250,8 +1255,11 @@ int watch_create(struct watch_stream *s, const struct watch_create_req *req,
 	w->prev_kv = req->prev_kv;
 	w->fragment = req->fragment;
 	w->progress_notify = req->progress_notify;
-	w->next_rev = req->start_revision > 0 ? req->start_revision
-					      : reg->rev + 1;
+	/* etcd: 0 = now; anything else is the first revision wanted. A
+	 * negative one goes to history as is: below the compacted revision
+	 * (-1 before any compaction) it is canceled as compacted, as etcd
+	 * 3.4 does (OBS: start -5 -> canceled, compact_revision -1). */
+	w->next_rev = req->start_revision ? req->start_revision : reg->rev + 1;
 	/* id table, stream list */
 	w->id_next = s->ids[id_slot(s, id)];
 	s->ids[id_slot(s, id)] = w;

@@ -639,6 +639,19 @@ static void test_watch_past_start_then_live(void **state)
 	assert_int_equal(rc->nr, 3);
 	assert_int_equal(rc->e[3].mod_rev, 5);
 	assert_false(rc->e[3].has_prev); /* a create has no prev_kv */
+	/* etcd 3.4.23 OBS: a negative start is below the compacted revision
+	 * (-1 before any compaction): created, then canceled with
+	 * compact_revision -1 and no header revision */
+	int64_t neg = create(f, 1, "k1", NULL, -5, 0, false);
+	assert_true(neg >= 0);
+	sync_all(f);
+	assert_int_equal(f->rec[1].nr, 2);
+	assert_true(f->rec[1].r[0].created);
+	assert_int_equal(f->rec[1].r[1].watch_id, neg);
+	assert_true(f->rec[1].r[1].canceled);
+	assert_int_equal(f->rec[1].r[1].compact, -1);
+	assert_int_equal(f->rec[1].r[1].hdr, 0);
+	assert_int_equal(watch_count(f->reg), 1);
 }
 
 /* start_revision < compacted revision: created, then canceled with

@@ -119,7 +119,9 @@ struct watch_response {
  * req->max_events (a revision is never split), with prev_kv when asked.
  * res->next_revision: where to resume (current + 1 when caught up).
  * Return 0, or KV_ECOMPACTED with res->compact_revision set when
- * start_revision < the compacted revision, or another KV_E* (the sync step
+ * start_revision < the compacted revision (compare the raw value: it may
+ * be negative, and the compacted revision is -1 before any compaction, as
+ * mvcc_events and etcd do), or another KV_E* (the sync step
  * stops and returns it). res->events stay valid until the next history
  * call on this registry or watch_registry_free(); the callback owns them.
  * Range conventions as struct mvcc_events_req (range_end len 0: one key;
@@ -247,7 +249,11 @@ struct watch_create_req {
 	size_t key_len;
 	const uint8_t *range_end;
 	size_t range_end_len;
-	int64_t start_revision; /* 0 = now (watch_revision + 1) */
+	/* 0 = now (watch_revision + 1). Negative values reach the history
+	 * callback as is: mvcc_events reports them compacted (they are below
+	 * the compacted revision, -1 before any compaction), so the watcher
+	 * is canceled with that compact_revision, as etcd 3.4 does. */
+	int64_t start_revision;
 	bool progress_notify;
 	unsigned filters; /* WATCH_FILTER_* */
 	bool prev_kv;
