@@ -47,7 +47,7 @@ struct h2_session {
 	struct net_conn *conn; /* set by h2_attach, else NULL */
 	bool in_recv, flushing, want_flush, ending, goaway_sent, closed;
 	bool failed;
-	char errmsg[128];  /* why the session failed */
+	char errmsg[320];  /* why the session failed: reason + lasterr */
 	char lasterr[128]; /* nghttp2's last complaint, maybe not fatal */
 };
 
