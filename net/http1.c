@@ -433,8 +433,12 @@ static void process(struct http_session *s)
 	if (s->processing)
 		return;
 	s->processing = true;
+	/* Dispatch buffered requests only while answers can be written: a
+	 * client that pipelines without reading must not make us build
+	 * unbounded output (http_session_writable resumes). */
 	while (!s->stop_parsing && s->in.len > 0 &&
-	       s->queued < s->cfg.max_pipeline) {
+	       s->queued < s->cfg.max_pipeline &&
+	       (s->io->writable == NULL || s->io->writable(s->io_data))) {
 		const char *base = (const char *)s->in.base;
 		llhttp_errno_t err = llhttp_execute(&s->parser, base,
 						    s->in.len);
@@ -505,6 +509,9 @@ void http_session_writable(struct http_session *s)
 		if (r->pub.on_writable != NULL)
 			r->pub.on_writable(&r->pub);
 	}
+	/* Requests held back while output was over the limit. */
+	if (!s->processing && !s->closed && s->in.len > 0)
+		process(s);
 }
 
 /* Retires finished answers at the head, releasing held bytes of the next. */

@@ -649,6 +649,28 @@ static void test_http_pipelined_in_order(void **state)
 	kv_buf_free(&f.out);
 }
 
+/* A client that pipelines without reading: while the output is over the
+ * limit, buffered requests wait instead of being answered into memory. */
+static void test_http_no_dispatch_while_unwritable(void **state)
+{
+	struct fake f;
+	struct http_session *s = session(&f, NULL);
+	(void)state;
+
+	f.async = true;
+	f.writable = false;
+	feed_str(s, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+	assert_int_equal(f.nheld, 0);
+	f.writable = true;
+	http_session_writable(s);
+	assert_int_equal(f.nheld, 2);
+	answer(f.held[0]);
+	answer(f.held[1]);
+	assert_int_equal(count(out_str(&f), "HTTP/1.1 200"), 2);
+	http_session_free(s);
+	kv_buf_free(&f.out);
+}
+
 /* The same bytes split at every boundary give the same answers. */
 static void test_http_split_every_byte(void **state)
 {
@@ -1238,6 +1260,7 @@ int main(void)
 		cmocka_unit_test(test_url_parse),
 		cmocka_unit_test(test_http_simple),
 		cmocka_unit_test(test_http_pipelined_in_order),
+		cmocka_unit_test(test_http_no_dispatch_while_unwritable),
 		cmocka_unit_test(test_http_split_every_byte),
 		cmocka_unit_test(test_http_pipeline_limit),
 		cmocka_unit_test(test_http_header_too_large),
