@@ -141,6 +141,14 @@ static const struct net_conn_handler client_handler = {
 int kvd_client_attach(struct net_conn *c, const struct http_config *cfg,
 		      http_on_request on_request, void *data)
 {
+	return kvd_client_attach_prefixed(c, cfg, on_request, data, NULL, 0);
+}
+
+int kvd_client_attach_prefixed(struct net_conn *c,
+			       const struct http_config *cfg,
+			       http_on_request on_request, void *data,
+			       const char *first, size_t nfirst)
+{
 	struct client_conn *cc = calloc(1, sizeof(*cc));
 	if (cc == NULL)
 		goto err;
@@ -150,6 +158,9 @@ int kvd_client_attach(struct net_conn *c, const struct http_config *cfg,
 	    0)
 		goto err_after_alloc;
 	net_conn_set_handler(c, &client_handler, cc);
+	/* bytes read while sniffing: fed like any other input */
+	if (nfirst > 0)
+		on_conn_data(cc, first, nfirst);
 	return 0;
 
 err_after_alloc:

@@ -135,278 +135,73 @@ static ProtobufCMessage *decode(struct kvd_server *s, struct http_request *req,
 	return NULL;
 }
 
-static bool fail_validation(struct kvd_server *s, struct http_request *req,
-			    ProtobufCMessage *msg, int rv,
-			    const struct kv_status *st)
-{
-	if (rv == 0)
-		return false;
-	protobuf_c_message_free_unpacked(msg, NULL);
-	if (st->code != 0)
-		kvd_respond_error(s, req, st->code, st->msg);
-	else
-		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
-				  "etcdserver: too many requests");
-	return true;
-}
+/* ---- the HTTP adapter of struct kvd_call -------------------------------- */
 
-static bool txn_serializable(const Etcdserverpb__TxnRequest *t)
-{
-	size_t n = 0;
-	for (int pass = 0; pass < 2; pass++) {
-		size_t cnt = pass ? t->n_failure : t->n_success;
-		Etcdserverpb__RequestOp **ops = pass ? t->failure : t->success;
-		for (size_t i = 0; i < cnt; i++, n++) {
-			if (ops[i]->request_case !=
-				    ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE ||
-			    !ops[i]->request_range->serializable)
-				return false;
-		}
-	}
-	return n > 0;
-}
-
-static void do_range(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m = decode(s, req, &etcdserverpb__range_request__descriptor);
-	struct kv_status st = { 0, "" };
-	if (m == NULL)
-		return;
-	Etcdserverpb__RangeRequest *r = (Etcdserverpb__RangeRequest *)m;
-	if (fail_validation(s, req, m, kv_validate_range(r, &st), &st))
-		return;
-	kvd_read(s, req, m, false, r->serializable);
-}
-
-static void do_put(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m = decode(s, req, &etcdserverpb__put_request__descriptor);
-	struct kv_status st = { 0, "" };
-	if (m == NULL)
-		return;
-	if (fail_validation(s, req, m,
-			    kv_validate_put((Etcdserverpb__PutRequest *)m, &st),
-			    &st))
-		return;
-	kvd_propose(s, req, KVDPB__INTERNAL_REQUEST__REQUEST_PUT, m);
-}
-
-static void do_delete(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__delete_range_request__descriptor);
-	struct kv_status st = { 0, "" };
-	if (m == NULL)
-		return;
-	if (fail_validation(s, req, m,
-			    kv_validate_delete_range(
-				    (Etcdserverpb__DeleteRangeRequest *)m, &st),
-			    &st))
-		return;
-	kvd_propose(s, req, KVDPB__INTERNAL_REQUEST__REQUEST_DELETE_RANGE, m);
-}
-
-static void do_txn(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m = decode(s, req, &etcdserverpb__txn_request__descriptor);
-	struct kv_status st = { 0, "" };
-	if (m == NULL)
-		return;
-	Etcdserverpb__TxnRequest *t = (Etcdserverpb__TxnRequest *)m;
-	if (fail_validation(s, req, m,
-			    kv_validate_txn(t, s->cfg->max_txn_ops, &st), &st))
-		return;
-	if (kv_translate_txn_readonly(t))
-		kvd_read(s, req, m, true, txn_serializable(t));
-	else
-		kvd_propose(s, req, KVDPB__INTERNAL_REQUEST__REQUEST_TXN, m);
-}
-
-static void do_compaction(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__compaction_request__descriptor);
-	if (m == NULL)
-		return;
-	kvd_propose(s, req, KVDPB__INTERNAL_REQUEST__REQUEST_COMPACTION, m);
-}
-
-static void do_status(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__status_request__descriptor);
-	if (m == NULL)
-		return;
-	protobuf_c_message_free_unpacked(m, NULL);
-	struct kvraft_status st;
-	struct kv_header_ids ids;
-	struct mvcc *mv = kv_apply_mvcc(s->apply);
-	uint64_t used = 0, map = 0;
-	kvraft_node_status(s->node, &st);
-	kvd_header_ids(s, &ids);
-	mvcc_size(mv, &used, &map);
-	Etcdserverpb__StatusResponse r = ETCDSERVERPB__STATUS_RESPONSE__INIT;
-	r.header = kv_translate_header(&ids, mvcc_revision(mv), &s->arena);
-	r.version = (char *)KVD_ETCD_SERVER_VERSION;
-	r.dbsize = (int64_t)used;
-	r.dbsizeinuse = (int64_t)used;
-	r.leader = st.leader;
-	r.raftindex = st.commit_index;
-	r.raftterm = st.term;
-	r.raftappliedindex = st.applied_index;
-	char alarm[64];
-	char *errs[1];
-	if (kv_apply_nospace(s->apply)) {
-		/* etcd lists the raising member; we know only that it is on. */
-		snprintf(alarm, sizeof(alarm), "memberID:%llu alarm:NOSPACE ",
-			 (unsigned long long)s->self_id);
-		errs[0] = alarm;
-		r.errors = errs;
-		r.n_errors = 1;
-	}
-	if (r.header == NULL)
-		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
-				  "etcdserver: too many requests");
-	else
-		kvd_respond_message(s, req, &r.base);
-	mvcc_arena_reset(&s->arena);
-}
-
-static void do_member_list(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__member_list_request__descriptor);
-	if (m == NULL)
-		return;
-	protobuf_c_message_free_unpacked(m, NULL);
-	struct kv_header_ids ids;
-	kvd_header_ids(s, &ids);
-	size_t n = s->cluster.n;
-	Etcdserverpb__Member *mem = calloc(n, sizeof(*mem));
-	Etcdserverpb__Member **pm = calloc(n, sizeof(*pm));
-	/* client URLs: our own flag, and what peers told us (ATTRS) */
-	char **copies = calloc(n, sizeof(char *));
-	char *(*curls)[KVRAFT_MAX_URLS] = calloc(n, sizeof(*curls));
-	Etcdserverpb__ResponseHeader *h = kv_translate_header(&ids, 0, &s->arena);
-	if (mem == NULL || pm == NULL || copies == NULL || curls == NULL ||
-	    h == NULL) {
-		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
-				  "etcdserver: too many requests");
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct kvraft_member *km = &s->cluster.members[i];
-		const char *src = km->id == s->self_id
-					  ? s->cfg->advertise_client_urls
-					  : s->client_urls[i];
-		etcdserverpb__member__init(&mem[i]);
-		mem[i].id = km->id;
-		mem[i].name = km->name;
-		mem[i].n_peerurls = km->nurls;
-		mem[i].peerurls = km->urls;
-		if (src != NULL && (copies[i] = strdup(src)) != NULL) {
-			size_t nc = 0;
-			for (char *save = NULL,
-				  *tok = strtok_r(copies[i], ",", &save);
-			     tok != NULL && nc < KVRAFT_MAX_URLS;
-			     tok = strtok_r(NULL, ",", &save))
-				curls[i][nc++] = tok;
-			mem[i].n_clienturls = nc;
-			mem[i].clienturls = curls[i];
-		}
-		pm[i] = &mem[i];
-	}
-	Etcdserverpb__MemberListResponse r =
-		ETCDSERVERPB__MEMBER_LIST_RESPONSE__INIT;
-	r.header = h;
-	r.n_members = n;
-	r.members = pm;
-	kvd_respond_message(s, req, &r.base);
-out:
-	mvcc_arena_reset(&s->arena);
-	for (size_t i = 0; copies != NULL && i < n; i++)
-		free(copies[i]);
-	free(copies);
-	free(curls);
-	free(pm);
-	free(mem);
-}
-
-static void do_hash(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__hash_request__descriptor);
-	if (m == NULL)
-		return;
-	protobuf_c_message_free_unpacked(m, NULL);
-	struct kv_header_ids ids;
-	struct mvcc *mv = kv_apply_mvcc(s->apply);
-	uint32_t hash = 0;
-	int64_t crev = 0;
-	kvd_header_ids(s, &ids);
-	int rv = mvcc_hash(mv, NULL, 0, &hash, &crev);
-	if (rv != 0) {
-		kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
-				  "etcdserver: server stopped");
-		return;
-	}
-	Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
-	r.header = kv_translate_header(&ids, mvcc_revision(mv), &s->arena);
-	r.hash = hash;
-	kvd_respond_message(s, req, &r.base);
-	mvcc_arena_reset(&s->arena);
-}
-
-static void do_alarm(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__alarm_request__descriptor);
-	if (m == NULL)
-		return;
-	/* etcd 3.4 sends every alarm action (GET too) through raft. */
-	kvd_propose(s, req, KVDPB__INTERNAL_REQUEST__REQUEST_ALARM, m);
-}
-
-/* etcd's Defragment: local to the member, blocks it while the store is
- * rewritten (as etcd does), answers {} (no header in 3.4). */
-static void do_defragment(struct kvd_server *s, struct http_request *req)
-{
-	ProtobufCMessage *m =
-		decode(s, req, &etcdserverpb__defragment_request__descriptor);
-	if (m == NULL)
-		return;
-	protobuf_c_message_free_unpacked(m, NULL);
-	int rv = kv_apply_commit(s->apply, true);
-	if (rv == 0)
-		rv = mvcc_defrag(kv_apply_mvcc(s->apply));
-	if (rv != 0) {
-		KV_ERROR(MOD, "defragment failed", "err=%s", kv_errname(rv));
-		kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
-				  "etcdserver: server stopped");
-		return;
-	}
-	Etcdserverpb__DefragmentResponse r =
-		ETCDSERVERPB__DEFRAGMENT_RESPONSE__INIT;
-	kvd_respond_message(s, req, &r.base);
-}
-
-struct route {
-	const char *path; /* after /v3/ */
-	void (*fn)(struct kvd_server *s, struct http_request *req);
+struct http_call {
+	struct kvd_call base;
+	struct http_request *req;
 };
 
-static const struct route routes[] = {
-	{ "kv/range", do_range },
-	{ "kv/put", do_put },
-	{ "kv/deleterange", do_delete },
-	{ "kv/txn", do_txn },
-	{ "kv/compaction", do_compaction },
-	{ "maintenance/status", do_status },
-	{ "cluster/member/list", do_member_list },
-	{ "maintenance/hash", do_hash },
-	{ "maintenance/alarm", do_alarm },
-	{ "maintenance/defragment", do_defragment },
+static void hc_done(struct http_call *hc)
+{
+	hc->req->user = NULL;
+	hc->req->on_abort = NULL;
+	free(hc);
+}
+
+static void hc_respond(struct kvd_call *c, const ProtobufCMessage *msg)
+{
+	struct http_call *hc = (struct http_call *)c;
+	struct http_request *req = hc->req;
+	struct kvd_server *s = c->s;
+	hc_done(hc);
+	kvd_respond_message(s, req, msg);
+}
+
+static void hc_fail(struct kvd_call *c, int code, const char *msg)
+{
+	struct http_call *hc = (struct http_call *)c;
+	struct http_request *req = hc->req;
+	struct kvd_server *s = c->s;
+	hc_done(hc);
+	kvd_respond_error(s, req, code, msg);
+}
+
+static const struct kvd_call_ops http_call_ops = {
+	.respond = hc_respond,
+	.fail = hc_fail,
 };
+
+static void hc_abort(struct http_request *req)
+{
+	struct http_call *hc = req->user;
+	if (hc == NULL)
+		return;
+	if (hc->base.on_abort != NULL)
+		hc->base.on_abort(&hc->base);
+	free(hc);
+}
+
+static void serve_rpc(struct kvd_server *s, struct http_request *req,
+		      const struct kvd_rpc *rpc)
+{
+	ProtobufCMessage *m = decode(s, req, rpc->req);
+	if (m == NULL)
+		return;
+	struct http_call *hc = calloc(1, sizeof(*hc));
+	if (hc == NULL) {
+		protobuf_c_message_free_unpacked(m, NULL);
+		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
+				  "etcdserver: too many requests");
+		return;
+	}
+	hc->base.ops = &http_call_ops;
+	hc->base.s = s;
+	hc->req = req;
+	req->user = hc;
+	req->on_abort = hc_abort;
+	rpc->fn(s, &hc->base, m);
+}
 
 /* etcd 3.4 gateway paths kvd does not serve yet: 501 Unimplemented. */
 static const char *const unserved[] = {
@@ -419,13 +214,8 @@ static const char *const unserved[] = {
 	"kv/lease/revoke",
 	"kv/lease/timetolive",
 	"kv/lease/leases",
-	"cluster/member/add",
-	"cluster/member/remove",
-	"cluster/member/update",
-	"cluster/member/promote",
 	"maintenance/hashkv",
 	"maintenance/snapshot",
-	"maintenance/transfer-leadership",
 	"auth/enable",
 	"auth/disable",
 	"auth/authenticate",
@@ -463,12 +253,7 @@ void kvd_on_request(struct http_request *req, void *data)
 			respond_text(req, 405, "Method Not Allowed\n");
 			return;
 		}
-		struct kvraft_status st;
-		memset(&st, 0, sizeof(st));
-		if (s->node != NULL)
-			kvraft_node_status(s->node, &st);
-		bool ok = st.leader != 0 && !st.failed &&
-			  !(s->apply != NULL && kv_apply_nospace(s->apply));
+		bool ok = kvd_healthy(s);
 		respond_json_text(req, ok ? 200 : 503,
 				  ok ? "{\"health\":\"true\"}"
 				     : "{\"health\":\"false\"}");
@@ -483,19 +268,20 @@ void kvd_on_request(struct http_request *req, void *data)
 		respond_text(req, 404, "404 page not found\n");
 		return;
 	}
-	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-		if (strcmp(rest, routes[i].path) != 0)
+	for (size_t i = 0; i < kvd_nrpcs; i++) {
+		if (kvd_rpcs[i].gateway == NULL ||
+		    strcmp(rest, kvd_rpcs[i].gateway) != 0)
 			continue;
 		if (!post) {
 			respond_text(req, 405, "Method Not Allowed\n");
 			return;
 		}
-		if (s->stopping || s->node == NULL || s->apply == NULL) {
+		if (!kvd_serving(s)) {
 			kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
 					  "etcdserver: server stopped");
 			return;
 		}
-		routes[i].fn(s, req);
+		serve_rpc(s, req, &kvd_rpcs[i]);
 		return;
 	}
 	for (size_t i = 0; i < sizeof(unserved) / sizeof(unserved[0]); i++) {

