@@ -152,7 +152,10 @@ static void run_done(struct kvraft_io *io)
 					     d->status == 0 ? 0 : RAFT_IOERR);
 				break;
 			case DONE_SEND:
-				d->send.cb(d->send.req, d->status);
+				/* raft sends TimeoutNow (leadership
+				 * transfer) without a callback */
+				if (d->send.cb != NULL)
+					d->send.cb(d->send.req, d->status);
 				break;
 			case DONE_GET:
 				d->get.cb(d->get.req, d->get.snap, d->status);

@@ -1185,3 +1185,23 @@ void kvraft_node_status(struct kvraft_node *n, struct kvraft_status *st)
 	}
 	st->leader_ready = kvraft_node_leader_ready(n);
 }
+
+static void on_transfer_done(struct raft_transfer *req)
+{
+	struct kvraft_node *n = req->data;
+	n->transfer_busy = false;
+}
+
+int kvraft_node_transfer(struct kvraft_node *n, uint64_t to)
+{
+	if (!is_leader(n))
+		return KV_ENOLEADER;
+	if (n->transfer_busy)
+		return KV_EBUSY;
+	memset(&n->transfer, 0, sizeof(n->transfer));
+	n->transfer.data = n;
+	if (raft_transfer(&n->raft, &n->transfer, to, on_transfer_done) != 0)
+		return KV_EINVAL;
+	n->transfer_busy = true;
+	return 0;
+}

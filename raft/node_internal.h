@@ -73,6 +73,10 @@ struct kvraft_node {
 	uint64_t next_stream;
 	int snap_pending; /* received files being published on a worker */
 
+	/* kvraft_node_transfer: one leadership transfer at a time */
+	struct raft_transfer transfer;
+	bool transfer_busy;
+
 	void (*close_cb)(void *arg);
 	void *close_arg;
 	int close_pending;

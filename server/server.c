@@ -608,6 +608,7 @@ static void on_tick(uv_timer_t *t)
 	uint64_t now = uv_now(&s->loop);
 	if (s->ticks++ % 30 == 1 && !s->stopping)
 		send_attrs(s);
+	kvd_check_move(s, false);
 	while (s->wfirst != NULL && s->wfirst->deadline <= now)
 		waiter_fail(s, s->wfirst, KV_GRPC_UNAVAILABLE,
 			    "etcdserver: request timed out");
@@ -719,6 +720,7 @@ static void on_transport_closed(void *data)
 static void on_node_closed(void *data)
 {
 	struct kvd_server *s = data;
+	kvd_check_move(s, true);
 	/* Waiters left have no connection any more. */
 	while (s->wfirst != NULL)
 		waiter_fail(s, s->wfirst, KV_GRPC_UNAVAILABLE,

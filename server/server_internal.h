@@ -117,6 +117,10 @@ struct kvd_server {
 	bool nudge_busy;
 	size_t reads_pending; /* linearizable reads waiting on the node */
 
+	/* MoveLeader waiting for the transferee to lead (service.c) */
+	struct kvd_call *move_call;
+	uint64_t move_target, move_deadline;
+
 	struct grpc_server *grpc; /* grpc_service.c */
 	struct kvd_grpc_method *grpc_methods;
 	struct snapshot_job *snapshots; /* open Snapshot calls */
@@ -150,6 +154,8 @@ extern const size_t kvd_nrpcs;
 /* True when the member can serve (not stopping, node and store open). */
 bool kvd_serving(const struct kvd_server *s);
 bool kvd_healthy(const struct kvd_server *s);
+/* Every tick, and with stopping at shutdown: answers a MoveLeader. */
+void kvd_check_move(struct kvd_server *s, bool stopping);
 /* etcd's answer for a validation failure (st->code 0: too many
  * requests). */
 void kvd_fail_status(struct kvd_call *c, const struct kv_status *st);

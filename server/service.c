@@ -306,13 +306,101 @@ static void svc_defragment(struct kvd_server *s, struct kvd_call *c,
 	kvd_call_respond(c, &r.base);
 }
 
+static void move_done(struct kvd_server *s, struct kvd_call *c)
+{
+	struct kv_header_ids ids;
+	kvd_header_ids(s, &ids);
+	Etcdserverpb__MoveLeaderResponse r =
+		ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT;
+	r.header = kv_translate_header(
+		&ids, s->apply ? mvcc_revision(kv_apply_mvcc(s->apply)) : 0,
+		&s->arena);
+	if (r.header == NULL)
+		too_many(c);
+	else
+		kvd_call_respond(c, &r.base);
+	mvcc_arena_reset(&s->arena);
+}
+
+static void on_move_abort(struct kvd_call *c)
+{
+	struct kvd_server *s = c->user;
+	s->move_call = NULL;
+}
+
+void kvd_check_move(struct kvd_server *s, bool stopping)
+{
+	struct kvd_call *c = s->move_call;
+	struct kvraft_status st;
+	if (c == NULL)
+		return;
+	memset(&st, 0, sizeof(st));
+	if (s->node != NULL)
+		kvraft_node_status(s->node, &st);
+	if (st.leader == s->move_target) {
+		s->move_call = NULL;
+		move_done(s, c);
+	} else if (stopping) {
+		s->move_call = NULL;
+		kvd_call_fail(c, KV_GRPC_UNAVAILABLE,
+			      "etcdserver: server stopped");
+	} else if (uv_now(&s->loop) >= s->move_deadline) {
+		s->move_call = NULL;
+		/* etcd answers ErrTimeoutLeaderTransfer as Unknown */
+		kvd_call_fail(c, KV_GRPC_UNKNOWN,
+			      "etcdserver: request timed out, leader transfer "
+			      "took too long");
+	}
+}
+
+/* etcd's MoveLeader: on the leader only; waits until the transferee
+ * leads. */
 static void svc_move_leader(struct kvd_server *s, struct kvd_call *c,
 			    ProtobufCMessage *m)
 {
-	(void)s;
+	uint64_t to = ((Etcdserverpb__MoveLeaderRequest *)m)->targetid;
 	protobuf_c_message_free_unpacked(m, NULL);
-	kvd_call_fail(c, KV_GRPC_UNIMPLEMENTED,
-		      "kvd: leadership transfer is not supported yet");
+	struct kvraft_status st;
+	kvraft_node_status(s->node, &st);
+	if (st.role != KVRAFT_LEADER) {
+		kvd_call_fail(c, KV_GRPC_FAILED_PRECONDITION,
+			      "etcdserver: not leader");
+		return;
+	}
+	bool member = false;
+	for (size_t i = 0; i < s->cluster.n; i++)
+		member |= s->cluster.members[i].id == to;
+	if (!member) {
+		kvd_call_fail(c, KV_GRPC_FAILED_PRECONDITION,
+			      "etcdserver: bad leader transferee");
+		return;
+	}
+	if (to == s->self_id) {
+		move_done(s, c);
+		return;
+	}
+	if (s->move_call != NULL) {
+		too_many(c);
+		return;
+	}
+	int rv = kvraft_node_transfer(s->node, to);
+	if (rv == KV_ENOLEADER) {
+		kvd_call_fail(c, KV_GRPC_FAILED_PRECONDITION,
+			      "etcdserver: not leader");
+		return;
+	}
+	if (rv != 0 && rv != KV_EBUSY) {
+		kvd_call_fail(c, KV_GRPC_FAILED_PRECONDITION,
+			      "etcdserver: bad leader transferee");
+		return;
+	}
+	KV_INFO(MOD, "leadership transfer starting", "to=%llx",
+		(unsigned long long)to);
+	s->move_call = c;
+	s->move_target = to;
+	s->move_deadline = uv_now(&s->loop) + s->request_timeout_ms;
+	c->user = s;
+	c->on_abort = on_move_abort;
 }
 
 static void svc_reconfigure(struct kvd_server *s, struct kvd_call *c,

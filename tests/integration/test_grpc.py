@@ -165,13 +165,38 @@ def test_unsupported_answers(cluster):
             "--peer-urls=https://127.0.0.1:1", check=False)
     assert r.returncode != 0
     assert "kvd: runtime reconfiguration is not supported yet" in r.stderr
-    st = json.loads(ctl(cluster, "endpoint", "status", "-w",
-                        "json").stdout)[0]["Status"]
-    r = ctl(cluster, "move-leader", format(st["header"]["member_id"], "x"),
-            check=False)
-    assert r.returncode != 0
     r = ctl(cluster, "lease", "grant", "10", check=False)
     assert r.returncode != 0 and "kvd: leases are not served yet" in r.stderr
+
+
+def test_move_leader(cluster):
+    eps = [m.curl for m in cluster.members]
+    sts = json.loads(ctl(cluster, "endpoint", "status", "-w", "json",
+                         endpoints=eps).stdout)
+    lead = sts[0]["Status"]["leader"]
+    target = next(e["Status"]["header"]["member_id"] for e in sts
+                  if e["Status"]["header"]["member_id"] != lead)
+    r = ctl(cluster, "move-leader", format(target, "x"), endpoints=eps)
+    assert r.stdout == "Leadership transferred from %x to %x\n" % (
+        lead, target), (r.stdout, r.stderr)
+    sts = json.loads(ctl(cluster, "endpoint", "status", "-w", "json",
+                         endpoints=eps).stdout)
+    assert {e["Status"]["leader"] for e in sts} == {target}
+    # etcd's errors: only the leader moves leadership, to a member
+    follower = next(i for i, e in enumerate(sts)
+                    if e["Status"]["header"]["member_id"] != target)
+    with channel(cluster, follower) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.Maintenance/MoveLeader", b"\x08\x01")
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert e.value.details() == "etcdserver: not leader"
+    lead_i = next(i for i, e in enumerate(sts)
+                  if e["Status"]["header"]["member_id"] == target)
+    with channel(cluster, lead_i) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            call(ch, "/etcdserverpb.Maintenance/MoveLeader", b"\x08\x01")
+        assert e.value.details() == "etcdserver: bad leader transferee"
+    assert ctl(cluster, "put", "after-move", "1").stdout == "OK\n"
 
 
 def test_snapshot_save(cluster, tmp_path):

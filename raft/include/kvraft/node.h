@@ -172,6 +172,12 @@ int kvraft_node_read_barrier(struct kvraft_node *n,
 bool kvraft_node_leader_ready(struct kvraft_node *n);
 void kvraft_node_status(struct kvraft_node *n, struct kvraft_status *st);
 
+/* Asks raft to hand leadership to member `to` (etcd's MoveLeader); the
+ * caller watches kvraft_node_status for the result. 0, KV_ENOLEADER (not
+ * the leader), KV_EBUSY (a transfer is under way) or KV_EINVAL (to is not
+ * a voter). */
+int kvraft_node_transfer(struct kvraft_node *n, uint64_t to);
+
 /* Largest accepted batch (the WAL's limit minus the entry header). */
 #define KVRAFT_MAX_BATCH (WAL_MAX_PAYLOAD - 16u)
 
