@@ -58,6 +58,9 @@ static const struct flag flags[] = {
 	  "time (in milliseconds) for an election to timeout"),
 	F("snapshot-count", K_U64, snapshot_count,
 	  "number of committed transactions to trigger a snapshot"),
+	F("experimental-snapshot-catchup-entries", K_U64, snapshot_catchup,
+	  "number of entries for a slow follower to catch up after "
+	  "compacting the raft storage entries"),
 	F("max-request-bytes", K_U64, max_request_bytes,
 	  "maximum client request size in bytes the server will accept"),
 	F("quota-backend-bytes", K_U64, quota_backend_bytes,
@@ -450,6 +453,8 @@ enum kvd_parse_result kvd_config_parse(int argc, char **argv,
 		cfg->election_ms = 1000;
 	if (cfg->snapshot_count == 0)
 		cfg->snapshot_count = 100000;
+	if (cfg->snapshot_catchup == 0)
+		cfg->snapshot_catchup = 5000; /* etcd's snapshotCatchUpEntries */
 	if (!was_set(seen, "max-request-bytes"))
 		cfg->max_request_bytes = 1572864;
 	if (cfg->quota_backend_bytes == 0)

@@ -988,6 +988,7 @@ static int start_store_and_node(struct kvd_server *s)
 	nc.heartbeat_ms = cfg->heartbeat_ms;
 	nc.election_timeout_ms = cfg->election_ms;
 	nc.snapshot_count = cfg->snapshot_count;
+	nc.snapshot_trailing = cfg->snapshot_catchup;
 	nc.request_timeout_ms = (unsigned)s->request_timeout_ms;
 	nc.wal_sync = WAL_SYNC_DATA;
 	s->rnet.data = s;

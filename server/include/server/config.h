@@ -39,6 +39,7 @@ struct kvd_config {
 	unsigned heartbeat_ms;
 	unsigned election_ms;
 	uint64_t snapshot_count;
+	uint64_t snapshot_catchup; /* raft entries kept behind a snapshot */
 	uint64_t max_request_bytes;
 	uint64_t quota_backend_bytes;
 	unsigned max_txn_ops;
