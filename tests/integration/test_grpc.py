@@ -220,17 +220,38 @@ def test_snapshot_save(cluster, tmp_path):
     assert st.returncode == 0, st.stderr
 
 
+def test_snapshot_cancelled_midway(cluster):
+    """A client that goes away during the stream: the member drops the
+    copy and keeps serving."""
+    with channel(cluster, 2) as ch:
+        f = ch.unary_stream("/etcdserverpb.Maintenance/Snapshot",
+                            request_serializer=None,
+                            response_deserializer=None)
+        it = f(b"", timeout=20)
+        first = next(it)
+        assert len(first) > 32 * 1024  # blob (32 KiB) + remaining_bytes
+        it.cancel()
+    assert ctl(cluster, "get", "foo", member=2).returncode == 0
+    data_dir = cluster.root / "m3.etcd"
+    assert not [p for p in data_dir.iterdir() if "snapshot-" in p.name]
+
+
 def test_check_perf(cluster):
     eps = [m.curl for m in cluster.members]
     r = ctl(cluster, "check", "perf", "--load=s", endpoints=eps,
             check=False, timeout=120)
     out = r.stdout + r.stderr
-    # On a small shared machine the throughput target may be missed; the
-    # run itself must complete with every request answered.
-    assert "PASS: Throughput" in out or "FAIL: Throughput" in out, out
-    assert "FAIL: Stddev" not in out or r.returncode != 0
-    assert "error" not in out.lower() or "FAIL" in out, out
-    print(out)
+    print(out[-400:])
+    # 60 s of 50 clients writing at 150/s; it passes here (150 writes/s,
+    # slowest ~0.13 s). On a loaded 2-core machine the throughput or
+    # latency targets may be missed: then only those checks may fail,
+    # every request must still have been answered (no client error).
+    assert "Throughput is" in out and "Slowest request took" in out, out
+    assert "Error" not in out and "errors" not in out, out
+    if r.returncode != 0:
+        fails = [ln for ln in out.split("\n") if ln.startswith("FAIL")]
+        assert fails and all(("Throughput" in f or "Slowest" in f or
+                              "Stddev" in f or f == "FAIL") for f in fails)
 
 
 def test_python_etcd3(cluster, certs):
@@ -346,11 +367,90 @@ def test_bad_raw_frames(cluster):
                         pass
                 except (OSError, ssl.SSLError):
                     pass
-    # wrong content type: h2 with an HTTP/1.1-style request via grpcio is
-    # not possible; use the generic call with a bad metadata instead
-    with channel(cluster) as ch:
-        r = call(ch, "/etcdserverpb.KV/Range", b"\x0a\x03foo")
-        assert r is not None
+    assert ctl(cluster, "get", "foo").returncode == 0
+
+
+# Raw HTTP/2 frames (no h2 library on the machine): literal HPACK headers
+# without indexing or Huffman coding, as RFC 7541 allows a client to send.
+def h2_frame(ftype, flags, sid, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+            sid.to_bytes(4, "big") + payload)
+
+
+def hpack_literal(name, value):
+    def s(x):
+        assert len(x) < 127
+        return bytes([len(x)]) + x
+    return b"\x00" + s(name.encode()) + s(value.encode())
+
+
+def h2_headers(sid, path, ctype, end_stream=False):
+    block = b"".join(hpack_literal(n, v) for n, v in [
+        (":method", "POST"), (":scheme", "https"), (":path", path),
+        (":authority", "127.0.0.1"), ("content-type", ctype), ("te",
+                                                                "trailers")])
+    return h2_frame(1, 0x4 | (0x1 if end_stream else 0), sid, block)
+
+
+def h2_read_frames(s, want_sid, timeout=5):
+    """Frames until want_sid ends (END_STREAM or RST_STREAM); returns
+    (types seen on want_sid, raw data bytes of want_sid)."""
+    s.settimeout(timeout)
+    buf, types, data = b"", [], b""
+    while True:
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + n:
+                break
+            ftype, flags = buf[3], buf[4]
+            sid = int.from_bytes(buf[5:9], "big") & 0x7fffffff
+            payload = buf[9:9 + n]
+            buf = buf[9 + n:]
+            if ftype == 4 and not flags & 1:
+                s.sendall(h2_frame(4, 1, 0))  # SETTINGS ack
+            if sid != want_sid:
+                continue
+            types.append(ftype)
+            if ftype == 0:
+                data += payload
+            if ftype == 3 or (ftype in (0, 1) and flags & 1):
+                return types, data
+        chunk = s.recv(65536)
+        assert chunk, "connection closed"
+        buf += chunk
+
+
+def test_bad_content_type_and_reset(cluster):
+    m = cluster.members[0]
+    certs = cluster.certs
+    ctx = ssl.create_default_context(cafile=str(certs["ca"]))
+    ctx.load_cert_chain(str(certs["client_cert"]), str(certs["client_key"]))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", m.cport), 5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" +
+                      h2_frame(4, 0, 0))
+            # wrong content type: answered (grpc-go: HTTP 415), no crash
+            s.sendall(h2_headers(1, "/etcdserverpb.KV/Range", "text/plain",
+                                 end_stream=True))
+            types, _ = h2_read_frames(s, 1)
+            assert 1 in types
+            # a request reset after half a message
+            s.sendall(h2_headers(3, "/etcdserverpb.KV/Put",
+                                 "application/grpc"))
+            s.sendall(h2_frame(0, 0, 3, b"\x00\x00\x00\x00\x64" +
+                               b"\x0a\x01k"))
+            s.sendall(h2_frame(3, 0, 3, (8).to_bytes(4, "big")))  # CANCEL
+            # the same connection still serves a whole call
+            msg = b"\x0a\x03foo"
+            s.sendall(h2_headers(5, "/etcdserverpb.KV/Range",
+                                 "application/grpc"))
+            s.sendall(h2_frame(0, 1, 5, b"\x00" +
+                               len(msg).to_bytes(4, "big") + msg))
+            types, data = h2_read_frames(s, 5)
+            assert 0 in types and len(data) > 5, types
+            assert data[0] == 0
+            assert int.from_bytes(data[1:5], "big") == len(data) - 5
     assert ctl(cluster, "get", "foo").returncode == 0
 
 
