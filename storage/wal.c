@@ -1466,6 +1466,12 @@ static int read_meta(struct wal *w)
 			w->meta_path);
 		return KV_ECORRUPT;
 	}
+	/* wal_reset never writes it: the next index would wrap to 0. */
+	if (w->meta.snap_index == UINT64_MAX) {
+		set_msg(w, "%s: offset 32: snapshot index %" PRIu64
+			" out of range", w->meta_path, w->meta.snap_index);
+		return KV_ECORRUPT;
+	}
 	return 0;
 }
 

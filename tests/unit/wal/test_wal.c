@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/buf.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "kv/errors.h"
 #include "storage/wal.h"
@@ -314,6 +316,18 @@ static void test_term_vote(void **state)
 	assert_null(w);
 	assert_non_null(strstr(msg, tu_path(dir, "meta")));
 	assert_non_null(strstr(msg, "offset 0"));
+	/* A well-formed meta whose snapshot index would wrap the next index
+	 * to 0 (found by fuzz_wal: an acknowledged append then made the WAL
+	 * unopenable). */
+	p[17] ^= 0x10;
+	kv_store_u64le(p + 32, UINT64_MAX);
+	kv_store_u32le(p + 52, kv_crc32c(0, p, 52));
+	tu_write(tu_path(dir, "meta"), p, n);
+	assert_int_equal(wal_open(dir, NULL, &w, msg, sizeof(msg)),
+			 KV_ECORRUPT);
+	assert_null(w);
+	assert_non_null(strstr(msg, "snapshot index"));
+	assert_non_null(strstr(msg, "offset 32"));
 	/* Short meta file. */
 	tu_write(tu_path(dir, "meta"), p, 20);
 	assert_int_equal(wal_open(dir, NULL, &w, msg, sizeof(msg)),
