@@ -6,6 +6,7 @@ and bad input over gRPC with python3-grpcio generic calls. Run with
 import base64
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -223,6 +224,8 @@ def test_snapshot_save(cluster, tmp_path):
 def test_snapshot_cancelled_midway(cluster):
     """A client that goes away during the stream: the member drops the
     copy and keeps serving."""
+    for i in range(4):
+        ctl(cluster, "put", f"snapbig{i}", "y" * 60000)
     with channel(cluster, 2) as ch:
         f = ch.unary_stream("/etcdserverpb.Maintenance/Snapshot",
                             request_serializer=None,
@@ -277,6 +280,12 @@ def test_python_etcd3(cluster, certs):
         assert not ok and c.get("py/a")[0] == b"4"
         assert c.delete("py/a")
         assert c.get("py/a")[0] is None
+        # a response far over one HTTP/2 window and stream output limit
+        for i in range(3):
+            c.put(f"py/big/{i}", "v" * (1000 * 1000))
+        vals = list(c.get_prefix("py/big/"))
+        assert len(vals) == 3 and all(len(v) == 10**6 for v, _ in vals)
+        c.delete_prefix("py/big/")
         st = c.status()
         assert st.version == "3.4.23" and st.leader is not None
         assert len(list(c.members)) == 3
@@ -470,6 +479,28 @@ def test_plaintext_member_sniffs(procs, certs, bin_dir, tmp_path):
                            capture_output=True, text=True, timeout=30,
                            env=env)
         assert r.stdout == "a\nb\n", r.stderr
+        # graceful shutdown: an idle HTTP/2 connection gets a GOAWAY
+        s = socket.create_connection(("127.0.0.1", m.cport), 5)
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" +
+                  h2_frame(4, 0, 0))
+        s.settimeout(5)
+        buf = s.recv(65536)  # the server's SETTINGS
+        assert buf[3] == 4
+        m.proc.signal(signal.SIGTERM)
+        seen = set()
+        try:
+            while 7 not in seen:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= 9 and \
+                        len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                    seen.add(buf[3])
+                    buf = buf[9 + int.from_bytes(buf[:3], "big"):]
+        finally:
+            s.close()
+        assert 7 in seen, seen
     finally:
         codes = c.stop()
         assert all(rc == 0 for rc in codes.values()), procs.logs() \
