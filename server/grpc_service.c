@@ -110,6 +110,18 @@ static void unary_start(struct grpc_call *gc, const unsigned char *msg,
 				 "etcdserver: server stopped");
 		return;
 	}
+	/* etcd's unary interceptor: a client that asks for a leader
+	 * (clientv3.WithRequireLeader) gets "no leader" at once */
+	const char *hl = grpc_call_metadata(gc, "hasleader");
+	if (hl != NULL && strcmp(hl, "true") == 0) {
+		struct kvraft_status st;
+		kvraft_node_status(s->node, &st);
+		if (st.leader == 0) {
+			grpc_call_finish(gc, GRPC_UNAVAILABLE,
+					 "etcdserver: no leader");
+			return;
+		}
+	}
 	ProtobufCMessage *m = protobuf_c_message_unpack(rpc->req, NULL, len,
 							msg);
 	if (m == NULL) {

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 import kvtest
-from kvdcluster import Cluster
+from kvdcluster import Cluster, wait_until
 
 ETCDCTL = "/usr/bin/etcdctl"
 
@@ -345,6 +345,10 @@ def test_bad_unknown_and_garbage(cluster):
             call(ch, "/etcdserverpb.KV/Put", b"\x0a\x01k\x12" + bytes(ln) + v)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert e.value.details() == "etcdserver: request is too large"
+        # with a leader, "hasleader" metadata changes nothing
+        f = ch.unary_unary("/etcdserverpb.KV/Range")
+        assert f(b"\x0a\x03foo", timeout=10,
+                 metadata=[("hasleader", "true")]) is not None
         # health
         r = call(ch, "/grpc.health.v1.Health/Check", b"")
         assert r == b"\x08\x01"  # SERVING
@@ -505,3 +509,33 @@ def test_plaintext_member_sniffs(procs, certs, bin_dir, tmp_path):
         codes = c.stop()
         assert all(rc == 0 for rc in codes.values()), procs.logs() \
             if hasattr(procs, "logs") else codes
+
+
+def test_no_leader_over_grpc(procs, certs, bin_dir, tmp_path):
+    """Two of three members gone: etcdctl and grpc answer etcd's
+    Unavailable errors (not hangs), health says NOT_SERVING, and a call
+    asking for a leader (hasleader metadata) fails at once."""
+    c = Cluster(procs, certs, bin_dir, tmp_path).start()
+    survivor = c.members[0]
+    assert ctl(c, "put", "nl", "1").stdout == "OK\n"
+    for m in c.members[1:]:
+        m.proc.kill()
+    wait_until(lambda: c.session.get(survivor.curl + "/health",
+                                     timeout=5).status_code == 503,
+               timeout=10, what="health false")
+    with channel(c) as ch:
+        assert call(ch, "/grpc.health.v1.Health/Check", b"") == b"\x08\x02"
+        f = ch.unary_unary("/etcdserverpb.KV/Put")
+        with pytest.raises(grpc.RpcError) as e:
+            f(b"\x0a\x01k", timeout=10, metadata=[("hasleader", "true")])
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert e.value.details() == "etcdserver: no leader"
+    r = ctl(c, "put", "nl", "2", check=False, timeout=40)
+    assert r.returncode != 0
+    assert any(s in r.stderr for s in ("etcdserver: no leader",
+                                       "etcdserver: request timed out",
+                                       "context deadline exceeded")), r.stderr
+    # a serializable read is still served locally
+    assert ctl(c, "get", "nl", "--consistency=s").stdout == "nl\n1\n"
+    assert survivor.proc.stop() == 0
+    assert "Sanitizer" not in survivor.proc.log_text()
