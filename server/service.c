@@ -292,6 +292,14 @@ static void svc_defragment(struct kvd_server *s, struct kvd_call *c,
 			   ProtobufCMessage *m)
 {
 	protobuf_c_message_free_unpacked(m, NULL);
+	if (s->snap_workers > 0) {
+		/* mvcc_defrag reopens the store a worker is copying (etcd's
+		 * defragment waits for the snapshot instead) */
+		kvd_call_fail(c, KV_GRPC_UNAVAILABLE,
+			      "kvd: a snapshot is being copied; retry the "
+			      "defragment later");
+		return;
+	}
 	int rv = kv_apply_commit(s->apply, true);
 	if (rv == 0)
 		rv = mvcc_defrag(kv_apply_mvcc(s->apply));
