@@ -279,6 +279,46 @@ static int enqueue_request(struct kvd_server *s, Kvdpb__InternalRequest *ir)
 	return 0;
 }
 
+/* Drops the unknown fields protobuf-c kept while unpacking a client's
+ * message, recursively, before it goes into a raft entry. etcd ignores
+ * them; keeping them would replicate bytes no member needs, and
+ * protobuf-c 1.4 re-packs some it cannot unpack again (a non-minimal tag
+ * for field 0: tests/data/proto/crash-field0-nonminimal-tag), which would
+ * make the whole entry undecodable on every member. msg was unpacked with
+ * the default (malloc) allocator. */
+static void strip_unknown(ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+
+	for (unsigned i = 0; i < m->n_unknown_fields; i++)
+		free(m->unknown_fields[i].data);
+	free(m->unknown_fields);
+	m->unknown_fields = NULL;
+	m->n_unknown_fields = 0;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		char *base = (char *)m;
+
+		if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(size_t *)(base + f->quantifier_offset);
+			ProtobufCMessage **v =
+				*(ProtobufCMessage ***)(base + f->offset);
+			for (size_t j = 0; j < n; j++)
+				if (v[j] != NULL)
+					strip_unknown(v[j]);
+			continue;
+		}
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		ProtobufCMessage *sub = *(ProtobufCMessage **)(base + f->offset);
+		if (sub != NULL)
+			strip_unknown(sub);
+	}
+}
+
 void kvd_propose(struct kvd_server *s, struct kvd_call *req,
 		 Kvdpb__InternalRequest__RequestCase type, ProtobufCMessage *msg)
 {
@@ -292,6 +332,7 @@ void kvd_propose(struct kvd_server *s, struct kvd_call *req,
 				  "etcdserver: too many requests");
 		return;
 	}
+	strip_unknown(msg);
 	kvdpb__internal_request__init(ir);
 	ir->id = kvd_next_request_id(s);
 	ir->member_id = s->self_id;

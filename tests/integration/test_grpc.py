@@ -362,6 +362,24 @@ def test_bad_unknown_and_garbage(cluster):
     assert ctl(cluster, "get", "foo").returncode == 0
 
 
+def test_unknown_fields_do_not_poison_the_batch(cluster):
+    """Unknown fields in a client's message are ignored as etcd does, and
+    never reach the raft entry: protobuf-c would re-pack a non-minimal tag
+    for field 0 (bytes 82 00 00) into an entry no member could decode,
+    losing every request batched with it."""
+    with channel(cluster) as ch:
+        put = b"\x0a\x07unknown" + b"\x12\x01v" + b"\x82\x00\x00"
+        r = call(ch, "/etcdserverpb.KV/Put", put)
+        assert r.startswith(b"\x0a")  # a PutResponse with its header
+        # An unknown field deep in a txn's nested op as well.
+        op_put = b"\x0a\x07unknown" + b"\x12\x02v2" + b"\xfa\x01\x01z"
+        req_op = b"\x12" + bytes([len(op_put)]) + op_put
+        txn = b"\x12" + bytes([len(req_op)]) + req_op
+        call(ch, "/etcdserverpb.KV/Txn", txn)
+    out = ctl(cluster, "get", "unknown", member=1).stdout.split()
+    assert out == ["unknown", "v2"]
+
+
 def test_bad_raw_frames(cluster):
     m = cluster.members[0]
     certs = cluster.certs
