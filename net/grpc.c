@@ -26,6 +26,8 @@ struct grpc_server {
 	size_t max_recv;
 	struct method *m;
 	size_t n, cap;
+	h2_on_stream fallback; /* non-gRPC content-types, or NULL */
+	void *fallback_data;
 };
 
 struct deadline {
@@ -78,6 +80,13 @@ void grpc_server_free(struct grpc_server *g)
 		free(g->m[i].path);
 	free(g->m);
 	free(g);
+}
+
+void grpc_server_set_fallback(struct grpc_server *g, h2_on_stream fn,
+			      void *data)
+{
+	g->fallback = fn;
+	g->fallback_data = data;
 }
 
 static const struct method *lookup(const struct grpc_server *g,
@@ -502,11 +511,19 @@ static void early_abort(struct grpc_call *call, int http_status, int code,
 void grpc_on_stream(struct h2_stream *st, void *data)
 {
 	struct grpc_server *g = data;
-	struct grpc_call *call = calloc(1, sizeof(*call));
+	struct grpc_call *call;
 	const char *method, *ct, *path, *enc, *tmo;
 	char err[512], terr[128];
 	uint64_t ms = 0;
 
+	/* etcd's grpcHandlerFunc: only application/grpc* goes to gRPC. */
+	if (g->fallback != NULL &&
+	    !grpc_content_type(h2_stream_header(st, "content-type"), err,
+			       sizeof(err))) {
+		g->fallback(st, g->fallback_data);
+		return;
+	}
+	call = calloc(1, sizeof(*call));
 	if (call == NULL) {
 		h2_stream_reset(st, H2_INTERNAL_ERROR);
 		return;

@@ -1,7 +1,10 @@
-/* etcd 3.4's JSON gateway over HTTP/1.1 (reference/etcd-v3-api.md §2):
- * routing, JSON decoding, validation, error bodies and status codes. */
+/* etcd 3.4's JSON gateway (reference/etcd-v3-api.md §2): routing, JSON
+ * decoding, validation, error bodies and status codes, shared by the
+ * HTTP/1.1 adapter (kvd_on_request, below) and the HTTP/2 one
+ * (gateway_h2.c). */
 #include "server_internal.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,137 +73,124 @@ static int http_status_of(int code)
 	}
 }
 
-void kvd_respond_error(struct kvd_server *s, struct http_request *req,
-		       int code, const char *msg)
+static void respond(struct kvd_gw_req *r, int status,
+		    const struct http_header *h, size_t n, const void *body,
+		    size_t len)
 {
-	(void)s;
+	r->ops->respond(r, status, h, n, body, len);
+}
+
+/* etcd's error body {"error","message","code"} with the HTTP status of
+ * the gRPC code. */
+static void respond_error(struct kvd_gw_req *r, int code, const char *msg)
+{
 	json_t *o = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
 			      "code", code);
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
 	if (text == NULL) {
-		http_respond(req, 500, NULL, 0, NULL, 0);
+		respond(r, 500, NULL, 0, NULL, 0);
 	} else {
-		http_respond(req, http_status_of(code), json_headers,
-			     NHDR(json_headers), text, strlen(text));
+		respond(r, http_status_of(code), json_headers,
+			NHDR(json_headers), text, strlen(text));
 	}
 	free(text);
-	json_decref(o);
 }
 
-void kvd_respond_message(struct kvd_server *s, struct http_request *req,
-			 const ProtobufCMessage *msg)
+static void respond_message(struct kvd_gw_req *r,
+			    const ProtobufCMessage *msg)
 {
 	struct kv_buf b = KV_BUF_INIT;
 	if (kvjson_encode_buf(msg, &b) != 0) {
 		kv_buf_free(&b);
-		kvd_respond_error(s, req, KV_GRPC_INTERNAL,
-				  "kvd: cannot encode the response");
+		respond_error(r, KV_GRPC_INTERNAL,
+			      "kvd: cannot encode the response");
 		return;
 	}
-	http_respond(req, 200, json_headers, NHDR(json_headers), b.base, b.len);
+	respond(r, 200, json_headers, NHDR(json_headers), b.base, b.len);
 	kv_buf_free(&b);
 }
 
-static void respond_text(struct http_request *req, int status,
-			 const char *text)
+static void respond_text(struct kvd_gw_req *r, int status, const char *text)
 {
-	http_respond(req, status, text_headers, NHDR(text_headers), text,
-		     strlen(text));
+	respond(r, status, text_headers, NHDR(text_headers), text,
+		strlen(text));
 }
 
-static void respond_json_text(struct http_request *req, int status,
+static void respond_json_text(struct kvd_gw_req *r, int status,
 			      const char *text)
 {
-	http_respond(req, status, json_headers, NHDR(json_headers), text,
-		     strlen(text));
+	respond(r, status, json_headers, NHDR(json_headers), text,
+		strlen(text));
 }
 
 /* Decodes the body as desc; on error answers 400/code 3 and returns
  * NULL. */
-static ProtobufCMessage *decode(struct kvd_server *s, struct http_request *req,
+static ProtobufCMessage *decode(struct kvd_server *s, struct kvd_gw_req *r,
 				const ProtobufCMessageDescriptor *desc)
 {
 	ProtobufCMessage *msg = NULL;
 	char err[256];
-	int rv = kvjson_decode_ex(desc, (const char *)req->body, req->body_len,
+	int rv = kvjson_decode_ex(desc, (const char *)r->body, r->body_len,
 				  KVJSON_ALLOW_UNKNOWN, NULL, &msg, NULL, err,
 				  sizeof(err));
 	if (rv == 0)
 		return msg;
-	if (rv == KV_ETOOBIG && req->body_len > s->cfg->max_request_bytes)
-		kvd_respond_error(s, req, KV_GRPC_INVALID_ARGUMENT,
-				  "etcdserver: request is too large");
+	if (rv == KV_ETOOBIG && r->body_len > s->cfg->max_request_bytes)
+		respond_error(r, KV_GRPC_INVALID_ARGUMENT,
+			      "etcdserver: request is too large");
 	else
-		kvd_respond_error(s, req, KV_GRPC_INVALID_ARGUMENT, err);
+		respond_error(r, KV_GRPC_INVALID_ARGUMENT, err);
 	return NULL;
 }
 
-/* ---- the HTTP adapter of struct kvd_call -------------------------------- */
+/* ---- struct kvd_call over a gateway request ----------------------------- */
 
-struct http_call {
-	struct kvd_call base;
-	struct http_request *req;
+static struct kvd_gw_req *gw_of(struct kvd_call *c)
+{
+	return (struct kvd_gw_req *)(void *)((char *)c -
+					     offsetof(struct kvd_gw_req, call));
+}
+
+static void gc_respond(struct kvd_call *c, const ProtobufCMessage *msg)
+{
+	struct kvd_gw_req *r = gw_of(c);
+	r->pending = false;
+	respond_message(r, msg);
+}
+
+static void gc_fail(struct kvd_call *c, int code, const char *msg)
+{
+	struct kvd_gw_req *r = gw_of(c);
+	r->pending = false;
+	respond_error(r, code, msg);
+}
+
+static const struct kvd_call_ops gw_call_ops = {
+	.respond = gc_respond,
+	.fail = gc_fail,
 };
 
-static void hc_done(struct http_call *hc)
+void kvd_gateway_abort(struct kvd_gw_req *r)
 {
-	hc->req->user = NULL;
-	hc->req->on_abort = NULL;
-	free(hc);
-}
-
-static void hc_respond(struct kvd_call *c, const ProtobufCMessage *msg)
-{
-	struct http_call *hc = (struct http_call *)c;
-	struct http_request *req = hc->req;
-	struct kvd_server *s = c->s;
-	hc_done(hc);
-	kvd_respond_message(s, req, msg);
-}
-
-static void hc_fail(struct kvd_call *c, int code, const char *msg)
-{
-	struct http_call *hc = (struct http_call *)c;
-	struct http_request *req = hc->req;
-	struct kvd_server *s = c->s;
-	hc_done(hc);
-	kvd_respond_error(s, req, code, msg);
-}
-
-static const struct kvd_call_ops http_call_ops = {
-	.respond = hc_respond,
-	.fail = hc_fail,
-};
-
-static void hc_abort(struct http_request *req)
-{
-	struct http_call *hc = req->user;
-	if (hc == NULL)
+	if (!r->pending)
 		return;
-	if (hc->base.on_abort != NULL)
-		hc->base.on_abort(&hc->base);
-	free(hc);
+	r->pending = false;
+	if (r->call.on_abort != NULL)
+		r->call.on_abort(&r->call);
 }
 
-static void serve_rpc(struct kvd_server *s, struct http_request *req,
+static void serve_rpc(struct kvd_server *s, struct kvd_gw_req *r,
 		      const struct kvd_rpc *rpc)
 {
-	ProtobufCMessage *m = decode(s, req, rpc->req);
+	ProtobufCMessage *m = decode(s, r, rpc->req);
 	if (m == NULL)
 		return;
-	struct http_call *hc = calloc(1, sizeof(*hc));
-	if (hc == NULL) {
-		protobuf_c_message_free_unpacked(m, NULL);
-		kvd_respond_error(s, req, KV_GRPC_RESOURCE_EXHAUSTED,
-				  "etcdserver: too many requests");
-		return;
-	}
-	hc->base.ops = &http_call_ops;
-	hc->base.s = s;
-	hc->req = req;
-	req->user = hc;
-	req->on_abort = hc_abort;
-	rpc->fn(s, &hc->base, m);
+	memset(&r->call, 0, sizeof(r->call));
+	r->call.ops = &gw_call_ops;
+	r->call.s = s;
+	r->pending = true;
+	rpc->fn(s, &r->call, m);
 }
 
 /* etcd 3.4 gateway paths kvd does not serve yet: 501 Unimplemented. */
@@ -224,9 +214,8 @@ static const char *const unserved[] = {
 	"lock/unlock",
 };
 
-void kvd_on_request(struct http_request *req, void *data)
+void kvd_gateway_serve(struct kvd_server *s, struct kvd_gw_req *req)
 {
-	struct kvd_server *s = data;
 	char path[256];
 	size_t n = strcspn(req->target, "?#");
 	if (n >= sizeof(path))
@@ -277,7 +266,7 @@ void kvd_on_request(struct http_request *req, void *data)
 			return;
 		}
 		if (!kvd_serving(s)) {
-			kvd_respond_error(s, req, KV_GRPC_UNAVAILABLE,
+			respond_error(req, KV_GRPC_UNAVAILABLE,
 					  "etcdserver: server stopped");
 			return;
 		}
@@ -291,9 +280,59 @@ void kvd_on_request(struct http_request *req, void *data)
 			respond_text(req, 405, "Method Not Allowed\n");
 			return;
 		}
-		kvd_respond_error(s, req, KV_GRPC_UNIMPLEMENTED,
+		respond_error(req, KV_GRPC_UNIMPLEMENTED,
 				  "kvd: this API is not served yet");
 		return;
 	}
 	respond_text(req, 404, "Not Found\n");
+}
+
+/* ---- the HTTP/1.1 adapter ------------------------------------------------ */
+
+struct h1_req {
+	struct kvd_gw_req base;
+	struct http_request *req;
+};
+
+static void h1_respond(struct kvd_gw_req *r, int status,
+		       const struct http_header *h, size_t n,
+		       const void *body, size_t len)
+{
+	struct h1_req *hr = (struct h1_req *)r;
+	struct http_request *req = hr->req;
+	req->user = NULL;
+	req->on_abort = NULL;
+	free(hr);
+	http_respond(req, status, h, n, body, len);
+}
+
+static const struct kvd_gw_ops h1_ops = { .respond = h1_respond };
+
+static void h1_abort(struct http_request *req)
+{
+	struct h1_req *hr = req->user;
+	if (hr == NULL)
+		return;
+	req->user = NULL;
+	kvd_gateway_abort(&hr->base);
+	free(hr);
+}
+
+void kvd_on_request(struct http_request *req, void *data)
+{
+	struct kvd_server *s = data;
+	struct h1_req *hr = calloc(1, sizeof(*hr));
+	if (hr == NULL) {
+		http_respond(req, 500, NULL, 0, NULL, 0);
+		return;
+	}
+	hr->base.ops = &h1_ops;
+	hr->base.method = req->method;
+	hr->base.target = req->target;
+	hr->base.body = req->body;
+	hr->base.body_len = req->body_len;
+	hr->req = req;
+	req->user = hr;
+	req->on_abort = h1_abort;
+	kvd_gateway_serve(s, &hr->base);
 }

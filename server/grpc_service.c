@@ -481,6 +481,9 @@ int kvd_grpc_setup(struct kvd_server *s)
 		s->grpc = NULL;
 		return rv;
 	}
+	/* HTTP/2 requests that are not gRPC go to the JSON gateway, as in
+	 * etcd's grpcHandlerFunc (curl negotiates h2 over TLS). */
+	grpc_server_set_fallback(s->grpc, kvd_gateway_h2_on_stream, s);
 	s->grpc_methods = calloc(kvd_nrpcs, sizeof(*s->grpc_methods));
 	if (s->grpc_methods == NULL)
 		return KV_ENOMEM;

@@ -160,15 +160,38 @@ void kvd_check_move(struct kvd_server *s, bool stopping);
  * requests). */
 void kvd_fail_status(struct kvd_call *c, const struct kv_status *st);
 
-/* gateway.c */
+/* gateway.c: etcd's HTTP routes (JSON gateway, /health, /version), one
+ * routing table for every HTTP transport. A transport adapter fills a
+ * struct kvd_gw_req (request fields valid until answered or aborted) and
+ * calls kvd_gateway_serve; the gateway answers exactly once through
+ * ops->respond (maybe at once, maybe later from the loop) and does not
+ * touch r afterwards. If the client goes away before the answer, the
+ * adapter calls kvd_gateway_abort(r) and may then free r. */
+struct kvd_gw_req;
+struct kvd_gw_ops {
+	/* The complete answer: status, headers (names as in HTTP/1.1;
+	 * only read during the call) and body (len bytes, copied). */
+	void (*respond)(struct kvd_gw_req *r, int status,
+			const struct http_header *hdrs, size_t n,
+			const void *body, size_t len);
+};
+struct kvd_gw_req {
+	const struct kvd_gw_ops *ops;
+	const char *method; /* "GET", "POST", ... */
+	const char *target; /* "/v3/kv/range?x=1" */
+	const unsigned char *body;
+	size_t body_len;
+	struct kvd_call call; /* gateway.c's, while an RPC is pending */
+	bool pending;
+};
+void kvd_gateway_serve(struct kvd_server *s, struct kvd_gw_req *r);
+void kvd_gateway_abort(struct kvd_gw_req *r);
+/* The HTTP/1.1 adapter (http_on_request; data is the server). */
 void kvd_on_request(struct http_request *req, void *data);
-/* Answers req with etcd's error body {"error","message","code"} and the
- * HTTP status of the gRPC code. */
-void kvd_respond_error(struct kvd_server *s, struct http_request *req,
-		       int code, const char *msg);
-/* Answers req with msg as JSON (200). msg is only read. */
-void kvd_respond_message(struct kvd_server *s, struct http_request *req,
-			 const ProtobufCMessage *msg);
+
+/* gateway_h2.c: the HTTP/2 adapter, the grpc_server fallback for streams
+ * that are not gRPC (h2_on_stream; data is the server). */
+void kvd_gateway_h2_on_stream(struct h2_stream *st, void *data);
 
 /* grpc_service.c: the method table and the gRPC adapter. */
 int kvd_grpc_setup(struct kvd_server *s);

@@ -113,6 +113,15 @@ int grpc_server_register(struct grpc_server *g, const char *path,
 			 enum grpc_kind kind, const struct grpc_handler *h,
 			 void *method_data);
 
+/* Hands every stream whose content-type is not application/grpc,
+ * application/grpc+... or application/grpc;... to fn(st, data) instead of
+ * answering HTTP 415 (etcd serves its JSON gateway on the same HTTP/2
+ * port this way). fn gets the stream before anything was sent on it and
+ * owns it as an h2_on_stream callee does (h2.h); fn NULL restores the
+ * 415. Set it before connections use g. */
+void grpc_server_set_fallback(struct grpc_server *g, h2_on_stream fn,
+			      void *data);
+
 /* The h2_on_stream callback; data is the struct grpc_server. */
 void grpc_on_stream(struct h2_stream *st, void *data);
 

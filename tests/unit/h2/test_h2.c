@@ -1287,6 +1287,65 @@ static void test_h2_plain_streams(void **state)
 	assert_int_equal(h2_session_stream_count(H.s), 0);
 }
 
+/* grpc_server_set_fallback: streams that are not gRPC go to another
+ * h2_on_stream (kvd: the JSON gateway), gRPC ones still to the methods. */
+static void test_grpc_fallback(void **state)
+{
+	struct cstream *c;
+	(void)state;
+
+	raw_held = NULL;
+	raw_closes = 0;
+	raw_bytes = 0;
+	grpc_server_set_fallback(H.g, raw_on_stream, NULL);
+
+	c = call_open("/body", "application/json", NULL);
+	assert_int_equal(kv_buf_append(&c->req, "request body", 12), 0);
+	c->req_end = true;
+	pump();
+	assert_true(c->closed);
+	assert_int_equal(c->http_status, 200);
+	assert_int_equal(c->grpc_status, -1);
+	assert_int_equal(c->data.len, 3);
+	assert_memory_equal(c->data.base, "abc", 3);
+	/* no content-type, or one that only starts like gRPC's */
+	c = call_open("/empty", NULL, NULL);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->http_status, 204);
+	c = call_open("/empty", "application/grpcx", NULL);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->http_status, 204);
+	assert_int_equal(raw_closes, 3);
+
+	/* gRPC content-types still reach gRPC */
+	c = call_unary("/kvtest.Echo/Unary", "hi", 2);
+	assert_true(c->closed);
+	assert_int_equal(c->grpc_status, GRPC_OK);
+	c = call_open("/kvtest.Echo/Nope", "application/grpc+proto", NULL);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->http_status, 200);
+	assert_int_equal(c->grpc_status, GRPC_UNIMPLEMENTED);
+	c = call_open("/kvtest.Echo/Nope", "application/grpc;charset=x",
+		      NULL);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->grpc_status, GRPC_UNIMPLEMENTED);
+	assert_int_equal(raw_closes, 3);
+
+	/* without a fallback: grpc-go's 415 again */
+	grpc_server_set_fallback(H.g, NULL, NULL);
+	c = call_open("/body", "text/plain", NULL);
+	c->req_end = true;
+	pump();
+	assert_int_equal(c->http_status, 415);
+	assert_int_equal(c->grpc_status, GRPC_INVALID_ARGUMENT);
+	assert_int_equal(raw_closes, 3);
+	assert_int_equal(h2_session_stream_count(H.s), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1327,6 +1386,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_header_limit, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_h2_plain_streams, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_grpc_fallback, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_max_concurrent_streams,
 						setup, teardown),
