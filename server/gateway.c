@@ -193,7 +193,9 @@ static void serve_rpc(struct kvd_server *s, struct kvd_gw_req *r,
 	rpc->fn(s, &r->call, m);
 }
 
-/* etcd 3.4 gateway paths kvd does not serve yet: 501 Unimplemented. */
+/* etcd 3.4 gateway paths kvd does not serve yet: 501 Unimplemented.
+ * POST /v3/watch is served on HTTP/1.1 (kvd_on_request hands it to
+ * watch_service.c before routing); over HTTP/2 it is still 501. */
 static const char *const unserved[] = {
 	"watch",
 	"lease/grant",
@@ -321,6 +323,15 @@ static void h1_abort(struct http_request *req)
 void kvd_on_request(struct http_request *req, void *data)
 {
 	struct kvd_server *s = data;
+	if (strcmp(req->method, "POST") == 0) {
+		size_t n = strcspn(req->target, "?#");
+		if ((n == 9 && strncmp(req->target, "/v3/watch", 9) == 0) ||
+		    (n == 13 &&
+		     strncmp(req->target, "/v3beta/watch", 13) == 0)) {
+			kvd_watch_http(s, req);
+			return;
+		}
+	}
 	struct h1_req *hr = calloc(1, sizeof(*hr));
 	if (hr == NULL) {
 		http_respond(req, 500, NULL, 0, NULL, 0);

@@ -432,8 +432,6 @@ struct unserved {
 #define LEASE_MSG "kvd: leases are not served yet"
 #define AUTH_MSG "kvd: authentication is not served yet"
 static const struct unserved unserved[] = {
-	/* The Watch service is being built (watch/): it replaces this. */
-	{ "/etcdserverpb.Watch/Watch", GRPC_BIDI, "kvd: watch is not served yet" },
 	{ "/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, LEASE_MSG },
 	{ "/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, LEASE_MSG },
 	{ "/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI, LEASE_MSG },
@@ -498,6 +496,9 @@ int kvd_grpc_setup(struct kvd_server *s)
 		rv = grpc_server_register(s->grpc,
 					  "/etcdserverpb.Maintenance/Snapshot",
 					  GRPC_SERVER_STREAMING, &snapshot_h, s);
+	if (rv == 0)
+		rv = grpc_server_register(s->grpc, "/etcdserverpb.Watch/Watch",
+					  GRPC_BIDI, &kvd_watch_grpc_h, s);
 	if (rv == 0)
 		rv = grpc_server_register(s->grpc, "/grpc.health.v1.Health/Check",
 					  GRPC_UNARY, &health_h, s);

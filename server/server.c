@@ -439,9 +439,8 @@ static void on_result(void *data, uint64_t request_id,
 
 static void on_applied(void *data, uint64_t index, int64_t revision)
 {
-	(void)data;
 	(void)index;
-	(void)revision;
+	kvd_watch_applied(data, revision);
 }
 
 static void on_nospace(void *data)
@@ -452,8 +451,8 @@ static void on_nospace(void *data)
 
 static void on_restored(void *data, struct mvcc *m)
 {
-	(void)data;
-	(void)m; /* we always ask kv_apply_mvcc() for the current store */
+	/* we always ask kv_apply_mvcc() for the current store */
+	kvd_watch_restored(data, m);
 }
 
 /* ---- reads ------------------------------------------------------------ */
@@ -609,6 +608,7 @@ static void propose_nospace_alarm(struct kvd_server *s)
 static void on_prepare(uv_prepare_t *h)
 {
 	struct kvd_server *s = h->data;
+	kvd_watch_loop(s);
 	if (s->apply == NULL || s->node == NULL)
 		return;
 	if (s->nospace_pending && !kv_apply_nospace(s->apply)) {
@@ -650,6 +650,7 @@ static void on_tick(uv_timer_t *t)
 	if (s->ticks++ % 30 == 1 && !s->stopping)
 		send_attrs(s);
 	kvd_check_move(s, false);
+	kvd_watch_tick(s);
 	while (s->wfirst != NULL && s->wfirst->deadline <= now)
 		waiter_fail(s, s->wfirst, KV_GRPC_UNAVAILABLE,
 			    "etcdserver: request timed out");
@@ -724,6 +725,7 @@ static void close_handles(struct kvd_server *s)
 	uv_close((uv_handle_t *)&s->tick, NULL);
 	uv_close((uv_handle_t *)&s->prepare, NULL);
 	uv_close((uv_handle_t *)&s->idle, NULL);
+	uv_close((uv_handle_t *)&s->watch_idle, NULL);
 	uv_close((uv_handle_t *)&s->sigterm, NULL);
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 }
@@ -791,6 +793,7 @@ static void begin_stop(struct kvd_server *s)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	kvd_watch_stop(s);
 	/* Flush what clients already sent so it can still be answered. */
 	if (s->node != NULL)
 		flush_batch(s);
@@ -1016,6 +1019,12 @@ static int start_store_and_node(struct kvd_server *s)
 			 kv_errname(rv));
 		return rv;
 	}
+	rv = kvd_watch_setup(s);
+	if (rv != 0) {
+		KV_ERROR(MOD, "cannot create the watch registry", "err=%s",
+			 kv_errname(rv));
+		return rv;
+	}
 	/* Resume physical compaction a previous run left unfinished. */
 	s->compacted_rev = INT64_MIN;
 
@@ -1117,9 +1126,11 @@ int kvd_server_run(const struct kvd_config *cfg)
 	uv_timer_init(&s->loop, &s->tick);
 	uv_prepare_init(&s->loop, &s->prepare);
 	uv_idle_init(&s->loop, &s->idle);
+	uv_idle_init(&s->loop, &s->watch_idle);
 	uv_signal_init(&s->loop, &s->sigterm);
 	uv_signal_init(&s->loop, &s->sigint);
 	s->tick.data = s->prepare.data = s->idle.data = s;
+	s->watch_idle.data = s;
 	s->sigterm.data = s->sigint.data = s;
 
 	if (setup_tls(s) != 0)
@@ -1177,6 +1188,7 @@ out:
 		KV_WARN(MOD, "loop had open handles at exit", NULL);
 	free(s->pending);
 	kvd_grpc_free(s);
+	kvd_watch_free(s);
 	mvcc_arena_free(&s->arena);
 	tls_ctx_free(s->client_tls);
 	tls_ctx_free(s->peer_server_tls);

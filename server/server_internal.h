@@ -128,6 +128,13 @@ struct kvd_server {
 	/* Runs once snap_workers drops to 0 (shutdown waits for copies). */
 	void (*on_snapshots_done)(struct kvd_server *s);
 
+	/* watch_service.c */
+	struct watch_registry *watch;
+	struct wctx *watch_streams; /* every open watch stream */
+	struct wctx *watch_dirty;   /* streams with news for the registry */
+	struct mvcc_arena watch_arena, watch_notify_arena;
+	uv_idle_t watch_idle; /* active while watchers catch up */
+
 	struct mvcc_arena arena; /* responses built on the loop */
 	int64_t compacted_rev;   /* physical compaction done up to */
 	bool nospace_pending;
@@ -206,6 +213,30 @@ int kvd_client_attach_prefixed(struct net_conn *c,
 			       const struct http_config *cfg,
 			       http_on_request on_request, void *data,
 			       const char *first, size_t nfirst);
+
+/* watch_service.c: the watch registry and its two transports. */
+struct mvcc;
+struct wctx;
+struct watch_registry;
+/* After kv_apply_new: the registry at the store's revision. */
+int kvd_watch_setup(struct kvd_server *s);
+/* The apply hooks: an entry was applied (store at revision); the store
+ * was replaced by a snapshot. */
+void kvd_watch_applied(struct kvd_server *s, int64_t revision);
+void kvd_watch_restored(struct kvd_server *s, struct mvcc *m);
+/* Once per loop iteration: catch-up step; keeps watch_idle active while
+ * there is more. */
+void kvd_watch_loop(struct kvd_server *s);
+/* From the tick timer: periodic progress. */
+void kvd_watch_tick(struct kvd_server *s);
+/* POST /v3/watch and /v3beta/watch on HTTP/1.1: a chunked answer. */
+void kvd_watch_http(struct kvd_server *s, struct http_request *req);
+/* /etcdserverpb.Watch/Watch (method_data: the server). */
+extern const struct grpc_handler kvd_watch_grpc_h;
+/* Shutdown begins: ends every stream (gRPC: UNAVAILABLE). */
+void kvd_watch_stop(struct kvd_server *s);
+/* After the loop ended: frees the registry. */
+void kvd_watch_free(struct kvd_server *s);
 
 /* server.c */
 uint64_t kvd_next_request_id(struct kvd_server *s);

@@ -316,7 +316,7 @@ def test_bad_unknown_and_garbage(cluster):
             call(ch, "/etcdserverpb.KV/Nope", b"")
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.RpcError) as e:
-            call(ch, "/etcdserverpb.Watch/Watch", b"")
+            call(ch, "/etcdserverpb.Lease/LeaseGrant", b"")
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
         with pytest.raises(grpc.RpcError) as e:
             call(ch, "/etcdserverpb.KV/Range", b"\xff\xff\xff\xff")

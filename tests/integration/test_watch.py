@@ -1,0 +1,282 @@
+"""Watch over gRPC (etcdctl 3.4 watch) and over the JSON gateway (POST
+/v3/watch, HTTP/1.1 chunked), on a three-member TLS cluster. Run with
+/usr/bin/python3; every subprocess is bounded and stopped by PID."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import kvtest
+from kvdcluster import Cluster, b64, unb64, wait_until
+
+ETCDCTL = "/usr/bin/etcdctl"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, certs, bin_dir):
+    root = tmp_path_factory.mktemp("kvd-watch")
+    pm = kvtest.ProcessManager(root)
+    c = Cluster(pm, certs, bin_dir, root)
+    try:
+        c.start()
+        yield c
+    except BaseException:
+        print(pm.logs())
+        raise
+    finally:
+        codes = c.stop()
+        logs = pm.logs()
+        assert all(rc == 0 for rc in codes.values()), (codes, logs)
+        assert "Sanitizer" not in logs, logs
+
+
+def argv(cluster, member, *args):
+    certs = cluster.certs
+    return [ETCDCTL, "--endpoints=" + cluster.members[member].curl,
+            "--cacert", str(certs["ca"]), "--cert",
+            str(certs["client_cert"]), "--key", str(certs["client_key"]),
+            "--dial-timeout=5s"] + list(args)
+
+
+def env():
+    e = dict(os.environ, ETCDCTL_API="3")
+    for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        e.pop(k, None)
+    return e
+
+
+def ctl(cluster, *args, member=0):
+    r = subprocess.run(argv(cluster, member, "--command-timeout=15s",
+                            *args), capture_output=True, text=True,
+                       timeout=30, env=env())
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+class Watcher:
+    """etcdctl watch in the background, output in files, stopped by PID."""
+
+    def __init__(self, cluster, tmp_path, name, *args, member=0):
+        self.out = open(tmp_path / f"{name}.out", "w+")
+        self.err = open(tmp_path / f"{name}.err", "w+")
+        self.p = subprocess.Popen(argv(cluster, member, "watch", *args),
+                                  stdout=self.out, stderr=self.err,
+                                  env=env())
+
+    def text(self):
+        self.out.flush()
+        with open(self.out.name) as f:
+            return f.read()
+
+    def errtext(self):
+        with open(self.err.name) as f:
+            return f.read()
+
+    def wait_lines(self, n, timeout=10):
+        wait_until(lambda: len(self.text().splitlines()) >= n or
+                   self.p.poll() is not None, timeout=timeout,
+                   what=f"{n} lines from etcdctl watch")
+        return self.text().splitlines()
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.p.pid, signal.SIGKILL)
+                self.p.wait(timeout=5)
+        self.out.close()
+        self.err.close()
+
+
+def rev_of(cluster):
+    return int(cluster.members[0].status()["header"]["revision"])
+
+
+def settle():
+    # etcdctl watch has no "created" output: give the stream time to open
+    time.sleep(0.7)
+
+
+def test_watch_put_delete(cluster, tmp_path):
+    w = Watcher(cluster, tmp_path, "w1", "wk", member=0)
+    try:
+        settle()
+        ctl(cluster, "put", "wk", "v1", member=1)
+        ctl(cluster, "put", "other", "x", member=1)
+        ctl(cluster, "del", "wk", member=2)
+        lines = w.wait_lines(5)
+        assert lines[:5] == ["PUT", "wk", "v1", "DELETE", "wk"], lines
+        assert w.p.poll() is None, w.errtext()
+    finally:
+        w.stop()
+
+
+def test_watch_history_prefix_prev_kv(cluster, tmp_path):
+    start = rev_of(cluster) + 1
+    ctl(cluster, "put", "hp/a", "1")
+    ctl(cluster, "put", "hp/a", "2")
+    ctl(cluster, "put", "hpx", "no")  # outside the prefix
+    w = Watcher(cluster, tmp_path, "w2", "--prefix", "hp/",
+                f"--rev={start}", "--prev-kv", member=1)
+    try:
+        # history: PUT hp/a 1 (no prev), PUT hp/a 2 (prev 1)
+        lines = w.wait_lines(8)
+        assert lines[:8] == ["PUT", "hp/a", "1",
+                             "PUT", "hp/a", "1", "hp/a", "2"], lines
+        ctl(cluster, "put", "hp/b", "3", member=2)
+        ctl(cluster, "put", "hp/a", "4", member=0)
+        lines = w.wait_lines(16)
+        assert lines[8:16] == ["PUT", "hp/b", "3",
+                               "PUT", "hp/a", "2", "hp/a", "4"], lines
+    finally:
+        w.stop()
+
+
+def test_watch_compacted(cluster, tmp_path):
+    ctl(cluster, "put", "cw", "1")
+    ctl(cluster, "put", "cw", "2")
+    rev = rev_of(cluster)
+    ctl(cluster, "compaction", str(rev))
+    w = Watcher(cluster, tmp_path, "w3", "cw", f"--rev={rev - 1}")
+    try:
+        wait_until(lambda: w.p.poll() is not None or
+                   "compacted" in w.errtext(), timeout=10,
+                   what="the compaction cancel")
+        assert "watch was canceled (etcdserver: mvcc: required revision " \
+            "has been compacted)" in w.errtext(), w.errtext()
+    finally:
+        w.stop()
+
+
+def test_gateway_watch_stream(cluster):
+    m = cluster.members[0]
+    body = json.dumps({"create_request": {"key": b64("gk"),
+                                          "prev_kv": True}}) + "\n"
+    r = cluster.session.post(m.curl + "/v3/watch", data=body, stream=True,
+                             timeout=10)
+    try:
+        assert r.status_code == 200
+        lines = r.iter_lines(chunk_size=1 << 20)
+        first = json.loads(next(lines))
+        assert first["result"]["created"] is True, first
+        assert "revision" in first["result"]["header"], first
+        cluster.members[1].put("gk", "g1")
+        ev = json.loads(next(lines))["result"]
+        assert len(ev["events"]) == 1, ev
+        kv = ev["events"][0]["kv"]
+        assert unb64(kv["key"]) == "gk" and unb64(kv["value"]) == "g1"
+        assert ev["header"]["revision"] == kv["mod_revision"]
+        assert "type" not in ev["events"][0]  # PUT is the default
+    finally:
+        r.close()
+    # the member keeps serving
+    assert m.get("gk") == "g1"
+
+
+def test_follower_sees_the_same_order(cluster, tmp_path):
+    lead = cluster.leader()
+    idx = {m.name: i for i, m in enumerate(cluster.members)}
+    li = idx[lead.name]
+    fi = idx[cluster.followers()[0].name]
+    wl = Watcher(cluster, tmp_path, "wl", "--prefix", "ord/", member=li)
+    wf = Watcher(cluster, tmp_path, "wf", "--prefix", "ord/", member=fi)
+    try:
+        settle()
+        for i in range(10):
+            ctl(cluster, "put", f"ord/{i % 3}", str(i),
+                member=(li, fi)[i % 2])
+        a = wl.wait_lines(30)
+        b = wf.wait_lines(30)
+        assert len(a) == 30 and a == b, (a, b)
+        assert a[2::3] == [str(i) for i in range(10)]
+    finally:
+        wl.stop()
+        wf.stop()
+
+
+def test_gateway_catch_up_large_history(cluster):
+    """2000 events in 20 txns, replayed from history in catch-up batches;
+    then live events follow without gap or duplicate."""
+    m = cluster.members[2]
+    start = rev_of(cluster) + 1
+    for t in range(20):
+        ops = [{"request_put": {"key": b64(f"big/{t:02d}/{i:03d}"),
+                                "value": b64(str(i))}} for i in range(100)]
+        m.call("/v3/kv/txn", {"success": ops})
+    body = json.dumps({"create_request": {"key": b64("big/"),
+                                          "range_end": b64("big0"),
+                                          "start_revision": str(start)}})
+    r = cluster.session.post(m.curl + "/v3/watch", data=body, stream=True,
+                             timeout=10)
+    try:
+        lines = r.iter_lines(chunk_size=1 << 20)
+        assert json.loads(next(lines))["result"]["created"] is True
+        keys = []
+        while len(keys) < 2000:
+            res = json.loads(next(lines))["result"]
+            keys += [unb64(e["kv"]["key"]) for e in res["events"]]
+        assert keys == [f"big/{t:02d}/{i:03d}" for t in range(20)
+                        for i in range(100)]
+        m.put("big/live", "1")
+        res = json.loads(next(lines))["result"]
+        assert [unb64(e["kv"]["key"]) for e in res["events"]] == \
+            ["big/live"]
+    finally:
+        r.close()
+
+
+def test_stop_with_open_watches(procs, certs, bin_dir, tmp_path):
+    """SIGTERM with a gRPC and a gateway watch open: exit 0, no report."""
+    c = Cluster(procs, certs, bin_dir, tmp_path / "c1", n=1)
+    c.start()
+    c.wait_leader()
+    w = Watcher(c, tmp_path, "ws", "--prefix", "s/")
+    r = c.session.post(c.members[0].curl + "/v3/watch",
+                       data=json.dumps({"create_request":
+                                        {"key": b64("s/")}}),
+                       stream=True, timeout=10)
+    try:
+        lines = r.iter_lines(chunk_size=1 << 20)
+        assert json.loads(next(lines))["result"]["created"] is True
+        settle()
+        t0 = time.monotonic()
+        codes = c.stop()
+        assert all(rc == 0 for rc in codes.values()), (codes, procs.logs())
+        assert time.monotonic() - t0 < 10
+        assert "Sanitizer" not in procs.logs()
+    finally:
+        r.close()
+        w.stop()
+
+
+def test_gateway_slow_consumer(cluster):
+    """A reader that stops reading while ~20 MB of events are written
+    (back-pressure: the watcher falls back to history) still gets every
+    event once, in order."""
+    m = cluster.members[0]
+    body = json.dumps({"create_request": {"key": b64("slow/"),
+                                          "range_end": b64("slow0")}})
+    r = cluster.session.post(m.curl + "/v3/watch", data=body, stream=True,
+                             timeout=20)
+    try:
+        lines = r.iter_lines(chunk_size=1 << 20)
+        assert json.loads(next(lines))["result"]["created"] is True
+        big = "v" * 10000
+        for t in range(20):
+            ops = [{"request_put": {"key": b64(f"slow/{t:02d}/{i:03d}"),
+                                    "value": b64(big)}}
+                   for i in range(100)]
+            m.call("/v3/kv/txn", {"success": ops})
+        keys = []
+        while len(keys) < 2000:
+            res = json.loads(next(lines))["result"]
+            keys += [unb64(e["kv"]["key"]) for e in res["events"]]
+        assert keys == [f"slow/{t:02d}/{i:03d}" for t in range(20)
+                        for i in range(100)]
+    finally:
+        r.close()
