@@ -280,3 +280,50 @@ def test_gateway_slow_consumer(cluster):
                         for i in range(100)]
     finally:
         r.close()
+
+
+def test_python_clients_watch(cluster):
+    """Debian's etcd3gw (JSON gateway) and python3-etcd3 (gRPC) watch
+    clients see puts made through other members, in order."""
+    import threading
+
+    import etcd3
+    from etcd3gw.client import Etcd3Client
+
+    certs = cluster.certs
+    m0, m1, m2 = cluster.members
+    gw = Etcd3Client(host="127.0.0.1", port=m0.cport, protocol="https",
+                     ca_cert=str(certs["ca"]),
+                     cert_cert=str(certs["client_cert"]),
+                     cert_key=str(certs["client_key"]), api_path="/v3/",
+                     timeout=15)
+    gw.session.trust_env = False
+    gw_events, cancel = gw.watch_prefix("pyw/")
+    got_gw = []
+
+    def drain_gw():
+        for ev in gw_events:
+            got_gw.append(ev["kv"]["value"])
+            if len(got_gw) == 3:
+                break
+
+    t = threading.Thread(target=drain_gw, daemon=True)
+    t.start()
+    c = etcd3.client(host="127.0.0.1", port=m1.cport, ca_cert=str(certs["ca"]),
+                     cert_cert=str(certs["client_cert"]),
+                     cert_key=str(certs["client_key"]), timeout=15)
+    it, cancel_grpc = c.watch_prefix("pyw/")
+    time.sleep(0.5)  # both watchers registered before the writes
+    for i in range(3):
+        m2.put(f"pyw/{i}", f"v{i}")
+    got_grpc = []
+    for ev in it:
+        got_grpc.append(ev.value)
+        if len(got_grpc) == 3:
+            break
+    cancel_grpc()
+    t.join(15)
+    cancel()
+    assert got_grpc == [b"v0", b"v1", b"v2"]
+    assert [v if isinstance(v, bytes) else v.encode() for v in got_gw] == \
+        [b"v0", b"v1", b"v2"]
