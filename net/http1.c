@@ -423,8 +423,11 @@ static void update_pause(struct http_session *s)
 
 static void maybe_close(struct http_session *s)
 {
+	/* After EOF, requests still buffered (held while output was over
+	 * its limit) are answered before closing. */
 	if (!s->closed && s->head == NULL &&
-	    (s->ended || (s->stop_parsing && !s->processing)))
+	    ((s->ended && s->in.len == 0) ||
+	     (s->stop_parsing && !s->processing)))
 		close_io(s);
 }
 
@@ -492,13 +495,12 @@ void http_session_end(struct http_session *s)
 {
 	s->ended = true;
 	process(s);
-	if (s->head == NULL)
-		close_io(s);
+	maybe_close(s);
 }
 
 bool http_session_busy(const struct http_session *s)
 {
-	return s->head != NULL;
+	return s->head != NULL || (s->in.len > 0 && !s->stop_parsing);
 }
 
 void http_session_writable(struct http_session *s)
@@ -738,6 +740,13 @@ static const struct net_conn_handler conn_handler = {
 int http_attach(struct net_conn *c, const struct http_config *cfg,
 		http_on_request on_request, void *data)
 {
+	return http_attach_prefixed(c, cfg, on_request, data, NULL, 0);
+}
+
+int http_attach_prefixed(struct net_conn *c, const struct http_config *cfg,
+			 http_on_request on_request, void *data,
+			 const char *first, size_t nfirst)
+{
 	struct http_conn *hc = calloc(1, sizeof(*hc));
 	if (hc == NULL)
 		goto err;
@@ -745,6 +754,8 @@ int http_attach(struct net_conn *c, const struct http_config *cfg,
 	if (http_session_new(cfg, &conn_io, hc, on_request, data, &hc->s) != 0)
 		goto err_after_alloc;
 	net_conn_set_handler(c, &conn_handler, hc);
+	if (nfirst > 0)
+		http_session_feed(hc->s, first, nfirst);
 	return 0;
 
 err_after_alloc:

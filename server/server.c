@@ -828,8 +828,8 @@ static void on_client_proto(struct net_conn *c, enum net_proto proto,
 	if (proto == NET_PROTO_H2)
 		rv = grpc_attach(c, s->grpc, NULL, first, nfirst);
 	else
-		rv = kvd_client_attach_prefixed(c, &s->http, kvd_on_request, s,
-						first, nfirst);
+		rv = http_attach_prefixed(c, &s->http, kvd_on_request, s,
+					  first, nfirst);
 	if (rv != 0)
 		KV_WARN(MOD, "cannot serve a connection", "peer=%s",
 			net_conn_peer(c));
@@ -845,7 +845,7 @@ static void on_client_ready(struct net_conn *c, const char *alpn, void *data)
 	else if (strcmp(alpn, "h2") == 0)
 		rv = grpc_attach(c, s->grpc, NULL, NULL, 0);
 	else
-		rv = kvd_client_attach(c, &s->http, kvd_on_request, s);
+		rv = http_attach(c, &s->http, kvd_on_request, s);
 	if (rv != 0)
 		KV_WARN(MOD, "cannot serve a connection", "peer=%s",
 			net_conn_peer(c));

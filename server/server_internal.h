@@ -204,16 +204,6 @@ void kvd_gateway_h2_on_stream(struct h2_stream *st, void *data);
 int kvd_grpc_setup(struct kvd_server *s);
 void kvd_grpc_free(struct kvd_server *s);
 
-/* client_conn.c: http_attach() with input back-pressure (see there).
- * first/nfirst: bytes already read (sniffing), or NULL/0. Returns 0 or
- * KV_ENOMEM (the connection is closed then). */
-int kvd_client_attach(struct net_conn *c, const struct http_config *cfg,
-		      http_on_request on_request, void *data);
-int kvd_client_attach_prefixed(struct net_conn *c,
-			       const struct http_config *cfg,
-			       http_on_request on_request, void *data,
-			       const char *first, size_t nfirst);
-
 /* watch_service.c: the watch registry and its two transports. */
 struct mvcc;
 struct wctx;

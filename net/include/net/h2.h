@@ -209,7 +209,7 @@ enum net_proto { NET_PROTO_UNKNOWN = 0, NET_PROTO_HTTP1, NET_PROTO_H2 };
 enum net_proto net_proto_sniff(const void *p, size_t n);
 
 /* Called once the protocol is known. The callee attaches it with
- * h2_attach / http_attach_prefixed (or closes the connection), passing
+ * h2_attach / http_attach_prefixed (net/http.h), or closes the connection, passing
  * first/nfirst: the bytes read while sniffing, valid during the call. */
 typedef void (*net_on_proto)(struct net_conn *c, enum net_proto proto,
 			     const char *first, size_t nfirst, void *data);
@@ -218,15 +218,5 @@ typedef void (*net_on_proto)(struct net_conn *c, enum net_proto proto,
  * known, then calls on_proto. A connection that ends first is closed.
  * Returns 0 or KV_ENOMEM (the connection is closed then). */
 int net_sniff_attach(struct net_conn *c, net_on_proto on_proto, void *data);
-
-struct http_config;
-struct http_request;
-/* http_attach (net/http.h) for a connection whose first bytes were
- * already read by net_sniff_attach; they are fed at once. Returns 0 or
- * KV_ENOMEM (the connection is closed then). */
-int http_attach_prefixed(struct net_conn *c, const struct http_config *cfg,
-			 void (*on_request)(struct http_request *req,
-					    void *data),
-			 void *data, const char *first, size_t nfirst);
 
 #endif

@@ -118,7 +118,8 @@ void http_session_writable(struct http_session *s);
 /* True while a request awaits or streams its answer (the connection is
  * not idle then, even without traffic: a watch stream may be quiet). */
 bool http_session_busy(const struct http_session *s);
-/* No more input: answer what is queued, then close. */
+/* No more input: answer what is queued (including requests still
+ * buffered because output was over its limit), then close. */
 void http_session_end(struct http_session *s);
 /* Aborts unanswered requests (their on_abort runs) and frees. */
 void http_session_free(struct http_session *s);
@@ -128,5 +129,13 @@ void http_session_free(struct http_session *s);
  * KV_ENOMEM (the connection is closed then). */
 int http_attach(struct net_conn *c, const struct http_config *cfg,
 		http_on_request on_request, void *data);
+
+/* http_attach for a connection whose first bytes were already read (by
+ * net_sniff_attach, net/h2.h); first/nfirst are fed at once and need only
+ * be valid during the call. Returns 0 or KV_ENOMEM (the connection is
+ * closed then). */
+int http_attach_prefixed(struct net_conn *c, const struct http_config *cfg,
+			 http_on_request on_request, void *data,
+			 const char *first, size_t nfirst);
 
 #endif

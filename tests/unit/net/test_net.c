@@ -671,6 +671,29 @@ static void test_http_no_dispatch_while_unwritable(void **state)
 	kv_buf_free(&f.out);
 }
 
+/* EOF while requests wait for the output to drain: they are still
+ * answered, in order, and only then is the connection closed. */
+static void test_http_end_with_held_requests(void **state)
+{
+	struct fake f;
+	struct http_session *s = session(&f, NULL);
+	(void)state;
+
+	f.writable = false;
+	feed_str(s, "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+	http_session_end(s);
+	assert_false(f.closed);
+	assert_true(http_session_busy(s)); /* the idle timeout must wait */
+	f.writable = true;
+	http_session_writable(s);
+	const char *o = out_str(&f);
+	assert_int_equal(count(o, "HTTP/1.1 200"), 2);
+	assert_true(strstr(o, "GET /1") < strstr(o, "GET /2"));
+	assert_true(f.closed);
+	http_session_free(s);
+	kv_buf_free(&f.out);
+}
+
 /* The same bytes split at every boundary give the same answers. */
 static void test_http_split_every_byte(void **state)
 {
@@ -1261,6 +1284,7 @@ int main(void)
 		cmocka_unit_test(test_http_simple),
 		cmocka_unit_test(test_http_pipelined_in_order),
 		cmocka_unit_test(test_http_no_dispatch_while_unwritable),
+		cmocka_unit_test(test_http_end_with_held_requests),
 		cmocka_unit_test(test_http_split_every_byte),
 		cmocka_unit_test(test_http_pipeline_limit),
 		cmocka_unit_test(test_http_header_too_large),
