@@ -211,9 +211,6 @@ static const char *const unserved[] = {
 	"auth/enable",
 	"auth/disable",
 	"auth/authenticate",
-	"election/campaign",
-	"lock/lock",
-	"lock/unlock",
 };
 
 void kvd_gateway_serve(struct kvd_server *s, struct kvd_gw_req *req)
@@ -329,6 +326,13 @@ void kvd_on_request(struct http_request *req, void *data)
 		    (n == 13 &&
 		     strncmp(req->target, "/v3beta/watch", 13) == 0)) {
 			kvd_watch_http(s, req);
+			return;
+		}
+		if ((n == 20 &&
+		     strncmp(req->target, "/v3/election/observe", 20) == 0) ||
+		    (n == 24 &&
+		     strncmp(req->target, "/v3beta/election/observe", 24) == 0)) {
+			kvd_observe_http(s, req);
 			return;
 		}
 	}

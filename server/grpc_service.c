@@ -453,18 +453,6 @@ static const struct unserved unserved[] = {
 	{ "/etcdserverpb.Auth/RoleDelete", GRPC_UNARY, AUTH_MSG },
 	{ "/etcdserverpb.Auth/RoleGrantPermission", GRPC_UNARY, AUTH_MSG },
 	{ "/etcdserverpb.Auth/RoleRevokePermission", GRPC_UNARY, AUTH_MSG },
-	{ "/v3lockpb.Lock/Lock", GRPC_UNARY, "kvd: locks are not served yet" },
-	{ "/v3lockpb.Lock/Unlock", GRPC_UNARY, "kvd: locks are not served yet" },
-	{ "/v3electionpb.Election/Campaign", GRPC_UNARY,
-	  "kvd: elections are not served yet" },
-	{ "/v3electionpb.Election/Proclaim", GRPC_UNARY,
-	  "kvd: elections are not served yet" },
-	{ "/v3electionpb.Election/Leader", GRPC_UNARY,
-	  "kvd: elections are not served yet" },
-	{ "/v3electionpb.Election/Observe", GRPC_SERVER_STREAMING,
-	  "kvd: elections are not served yet" },
-	{ "/v3electionpb.Election/Resign", GRPC_UNARY,
-	  "kvd: elections are not served yet" },
 };
 
 int kvd_grpc_setup(struct kvd_server *s)
@@ -499,6 +487,11 @@ int kvd_grpc_setup(struct kvd_server *s)
 	if (rv == 0)
 		rv = grpc_server_register(s->grpc, "/etcdserverpb.Watch/Watch",
 					  GRPC_BIDI, &kvd_watch_grpc_h, s);
+	if (rv == 0)
+		rv = grpc_server_register(s->grpc,
+					  "/v3electionpb.Election/Observe",
+					  GRPC_SERVER_STREAMING,
+					  &kvd_observe_grpc_h, s);
 	if (rv == 0)
 		rv = grpc_server_register(s->grpc, "/grpc.health.v1.Health/Check",
 					  GRPC_UNARY, &health_h, s);

@@ -23,6 +23,8 @@
 #include "net/tls.h"
 #include "server/config.h"
 #include "server/server.h"
+#include "v3electionpb/v3election.pb-c.h"
+#include "v3lockpb/v3lock.pb-c.h"
 
 #define KVD_WAIT_BUCKETS 4096
 
@@ -227,6 +229,26 @@ extern const struct grpc_handler kvd_watch_grpc_h;
 void kvd_watch_stop(struct kvd_server *s);
 /* After the loop ended: frees the registry. */
 void kvd_watch_free(struct kvd_server *s);
+
+/* v3lock.c: /v3lockpb.Lock (etcd's v3lock: locks over the KV API). */
+void kvd_svc_lock(struct kvd_server *s, struct kvd_call *c,
+		  ProtobufCMessage *req);
+void kvd_svc_unlock(struct kvd_server *s, struct kvd_call *c,
+		    ProtobufCMessage *req);
+
+/* v3election.c: /v3electionpb.Election (etcd's v3election). */
+void kvd_svc_campaign(struct kvd_server *s, struct kvd_call *c,
+		      ProtobufCMessage *req);
+void kvd_svc_proclaim(struct kvd_server *s, struct kvd_call *c,
+		      ProtobufCMessage *req);
+void kvd_svc_leader(struct kvd_server *s, struct kvd_call *c,
+		    ProtobufCMessage *req);
+void kvd_svc_resign(struct kvd_server *s, struct kvd_call *c,
+		    ProtobufCMessage *req);
+/* /v3electionpb.Election/Observe (method_data: the server). */
+extern const struct grpc_handler kvd_observe_grpc_h;
+/* POST /v3/election/observe on HTTP/1.1: a chunked answer. */
+void kvd_observe_http(struct kvd_server *s, struct http_request *req);
 
 /* server.c */
 uint64_t kvd_next_request_id(struct kvd_server *s);

@@ -421,6 +421,8 @@ static void svc_reconfigure(struct kvd_server *s, struct kvd_call *c,
 }
 
 #define EP(n) "/etcdserverpb." n
+#define LP(n) "/v3lockpb.Lock/" n
+#define EL(n) "/v3electionpb.Election/" n
 const struct kvd_rpc kvd_rpcs[] = {
 	{ "kv/range", EP("KV/Range"), &etcdserverpb__range_request__descriptor,
 	  svc_range },
@@ -454,5 +456,17 @@ const struct kvd_rpc kvd_rpcs[] = {
 	  &etcdserverpb__member_update_request__descriptor, svc_reconfigure },
 	{ "cluster/member/promote", EP("Cluster/MemberPromote"),
 	  &etcdserverpb__member_promote_request__descriptor, svc_reconfigure },
+	{ "lock/lock", LP("Lock"), &v3lockpb__lock_request__descriptor,
+	  kvd_svc_lock },
+	{ "lock/unlock", LP("Unlock"), &v3lockpb__unlock_request__descriptor,
+	  kvd_svc_unlock },
+	{ "election/campaign", EL("Campaign"),
+	  &v3electionpb__campaign_request__descriptor, kvd_svc_campaign },
+	{ "election/proclaim", EL("Proclaim"),
+	  &v3electionpb__proclaim_request__descriptor, kvd_svc_proclaim },
+	{ "election/leader", EL("Leader"),
+	  &v3electionpb__leader_request__descriptor, kvd_svc_leader },
+	{ "election/resign", EL("Resign"),
+	  &v3electionpb__resign_request__descriptor, kvd_svc_resign },
 };
 const size_t kvd_nrpcs = sizeof(kvd_rpcs) / sizeof(kvd_rpcs[0]);
