@@ -14,6 +14,7 @@ libcmocka-dev
 python3 python3-pytest python3-etcd3gw python3-etcd3 python3-requests python3-grpcio
 etcd-server etcd-client
 lmdb-utils curl
+nftables iproute2 faketime libfaketime
 "
 
 missing=""
