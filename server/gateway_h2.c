@@ -2,7 +2,9 @@
  * not gRPC (net/grpc.h hands it over with grpc_server_set_fallback, as
  * etcd's grpcHandlerFunc sends it to its HTTP mux) is collected whole,
  * bounded by the same body limit as HTTP/1.1 (413), routed by
- * kvd_gateway_serve and answered as one HTTP/2 response. */
+ * kvd_gateway_serve and answered as one HTTP/2 response, except
+ * POST /v3/watch (and /v3beta/watch), whose open-ended answer
+ * watch_service.c streams on the same HTTP/2 stream. */
 #include "server_internal.h"
 
 #include <ctype.h>
@@ -85,11 +87,30 @@ static void h2r_respond(struct kvd_gw_req *gr, int status,
 
 static const struct kvd_gw_ops h2r_ops = { .respond = h2r_respond };
 
+static bool is_watch(const struct h2_req *r)
+{
+	const char *t = r->base.target;
+	size_t n = strcspn(t, "?#");
+	if (strcmp(r->base.method, "POST") != 0)
+		return false;
+	return (n == 9 && strncmp(t, "/v3/watch", 9) == 0) ||
+	       (n == 13 && strncmp(t, "/v3beta/watch", 13) == 0);
+}
+
 static void serve(struct h2_req *r)
 {
 	if (r->served || r->answered)
 		return;
 	r->served = true;
+	if (is_watch(r)) {
+		/* the watch service owns the stream from now on: its handler
+		 * replaces ours, so on_close will not free r */
+		kvd_watch_h2(r->s, r->st, r->body.base, r->body.len);
+		kv_buf_free(&r->body);
+		kv_buf_free(&r->out);
+		free(r);
+		return;
+	}
 	/* NUL-terminated, like HTTP/1.1's body */
 	if (kv_buf_append(&r->body, "", 1) != 0) {
 		r->answered = true;

@@ -223,6 +223,12 @@ void kvd_watch_loop(struct kvd_server *s);
 void kvd_watch_tick(struct kvd_server *s);
 /* POST /v3/watch and /v3beta/watch on HTTP/1.1: a chunked answer. */
 void kvd_watch_http(struct kvd_server *s, struct http_request *req);
+/* The same on HTTP/2 (gateway_h2.c, once the request body is complete):
+ * installs its own stream handler, so the caller's handler and user data
+ * are no longer used after this returns (free them then). body is only
+ * read during the call. */
+void kvd_watch_h2(struct kvd_server *s, struct h2_stream *st,
+		  const unsigned char *body, size_t len);
 /* /etcdserverpb.Watch/Watch (method_data: the server). */
 extern const struct grpc_handler kvd_watch_grpc_h;
 /* Shutdown begins: ends every stream (gRPC: UNAVAILABLE). */

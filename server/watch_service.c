@@ -1,9 +1,10 @@
 /* The watch registry (watch/watch.h) wired into kvd: the apply hooks feed
  * it every revision, the loop runs its catch-up steps and its progress
- * timer, and two transports carry its streams: the gRPC bidi method
+ * timer, and the transports carry its streams: the gRPC bidi method
  * /etcdserverpb.Watch/Watch and the JSON gateway's POST /v3/watch on
- * HTTP/1.1 (one {"result":...} line per WatchResponse, as etcd 3.4's
- * grpc-gateway writes them).
+ * HTTP/1.1 (chunked) and on HTTP/2 (a non-gRPC h2 stream; gateway_h2.c
+ * hands it over), one {"result":...} line per WatchResponse, as etcd
+ * 3.4's grpc-gateway writes them.
  *
  * Re-entrancy: watch/ forbids calling back into the registry from
  * on_response, so what a response asks of the registry (drained bytes,
@@ -35,13 +36,14 @@ struct wmsg {
 	unsigned char data[];
 };
 
-enum wkind { W_GRPC, W_HTTP };
+enum wkind { W_GRPC, W_HTTP, W_H2 };
 
 struct wctx {
 	struct kvd_server *s;
 	enum wkind kind;
 	struct grpc_call *gc;     /* W_GRPC */
 	struct http_request *req; /* W_HTTP */
+	struct h2_stream *st;     /* W_H2 */
 	struct watch_stream *ws;
 	struct wmsg *qhead, *qtail;
 	size_t drained;        /* written, not yet reported */
@@ -328,6 +330,8 @@ static int transport_send(struct wctx *w, const struct wmsg *m)
 {
 	if (w->kind == W_GRPC)
 		return grpc_call_send(w->gc, m->data, m->len);
+	if (w->kind == W_H2)
+		return h2_stream_write(w->st, m->data, m->len);
 	return http_stream_write(w->req, m->data, m->len);
 }
 
@@ -615,6 +619,53 @@ static bool only_space(const unsigned char *p, size_t n)
 
 #define MAX_BODY_REQUESTS 1024
 
+/* Decodes the body (one or more JSON WatchRequest values) into rqs[*n],
+ * freed by the caller with free_requests. 0, or KV_EPROTO with the
+ * message in err (nothing left to free). */
+static int parse_body(const unsigned char *body, size_t len,
+		      ProtobufCMessage **rqs, size_t *n, char *err,
+		      size_t errlen)
+{
+	size_t nrq = 0, off = 0;
+	while (off < len && !only_space(body + off, len - off)) {
+		size_t used = 0;
+		ProtobufCMessage *m = NULL;
+		int rv = kvjson_decode_ex(&etcdserverpb__watch_request__descriptor,
+					  (const char *)body + off, len - off,
+					  KVJSON_FIRST_VALUE | KVJSON_ALLOW_UNKNOWN,
+					  NULL, &m, &used, err, errlen);
+		if (rv == 0 && (used == 0 || nrq == MAX_BODY_REQUESTS)) {
+			protobuf_c_message_free_unpacked(m, NULL);
+			rv = KV_EPROTO;
+			snprintf(err, errlen, "too many watch requests");
+		}
+		if (rv != 0) {
+			for (size_t i = 0; i < nrq; i++)
+				protobuf_c_message_free_unpacked(rqs[i], NULL);
+			return KV_EPROTO;
+		}
+		rqs[nrq++] = m;
+		off += used;
+	}
+	*n = nrq;
+	return 0;
+}
+
+static void free_requests(ProtobufCMessage **rqs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		protobuf_c_message_free_unpacked(rqs[i], NULL);
+}
+
+/* Runs the body's requests on a stream that is ready to send. */
+static void run_requests(struct wctx *w, ProtobufCMessage **rqs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		handle_request(w, (Etcdserverpb__WatchRequest *)rqs[i]);
+		protobuf_c_message_free_unpacked(rqs[i], NULL);
+	}
+}
+
 void kvd_watch_http(struct kvd_server *s, struct http_request *req)
 {
 	if (!kvd_serving(s) || s->watch == NULL) {
@@ -622,39 +673,19 @@ void kvd_watch_http(struct kvd_server *s, struct http_request *req)
 			 "etcdserver: server stopped");
 		return;
 	}
-	/* the body: one or more JSON WatchRequest values */
 	ProtobufCMessage *rqs[MAX_BODY_REQUESTS];
-	size_t nrq = 0, off = 0;
-	while (off < req->body_len &&
-	       !only_space(req->body + off, req->body_len - off)) {
-		char err[256];
-		size_t used = 0;
-		ProtobufCMessage *m = NULL;
-		int rv = kvjson_decode_ex(&etcdserverpb__watch_request__descriptor,
-					  (const char *)req->body + off,
-					  req->body_len - off,
-					  KVJSON_FIRST_VALUE | KVJSON_ALLOW_UNKNOWN,
-					  NULL, &m, &used, err, sizeof(err));
-		if (rv == 0 && (used == 0 || nrq == MAX_BODY_REQUESTS)) {
-			protobuf_c_message_free_unpacked(m, NULL);
-			rv = KV_EPROTO;
-			snprintf(err, sizeof(err), "too many watch requests");
-		}
-		if (rv != 0) {
-			for (size_t i = 0; i < nrq; i++)
-				protobuf_c_message_free_unpacked(rqs[i], NULL);
-			wh_error(req, 400, KV_GRPC_INVALID_ARGUMENT, err);
-			return;
-		}
-		rqs[nrq++] = m;
-		off += used;
+	size_t nrq = 0;
+	char err[256];
+	if (parse_body(req->body, req->body_len, rqs, &nrq, err,
+		       sizeof(err)) != 0) {
+		wh_error(req, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		return;
 	}
 	struct wctx *w = wctx_new(s, W_HTTP);
 	if (w == NULL ||
 	    http_stream_begin(req, 200, wh_headers,
 			      sizeof(wh_headers) / sizeof(wh_headers[0])) != 0) {
-		for (size_t i = 0; i < nrq; i++)
-			protobuf_c_message_free_unpacked(rqs[i], NULL);
+		free_requests(rqs, nrq);
 		if (w != NULL) {
 			wctx_free(w);
 			http_respond(req, 500, NULL, 0, NULL, 0);
@@ -668,10 +699,109 @@ void kvd_watch_http(struct kvd_server *s, struct http_request *req)
 	req->user = w;
 	req->on_abort = wh_abort;
 	req->on_writable = wh_writable;
-	for (size_t i = 0; i < nrq; i++) {
-		handle_request(w, (Etcdserverpb__WatchRequest *)rqs[i]);
-		protobuf_c_message_free_unpacked(rqs[i], NULL);
+	run_requests(w, rqs, nrq);
+}
+
+/* ---- POST /v3/watch on HTTP/2 ------------------------------------------ */
+
+/* The same headers as wh_headers, lowercase, without content-length: the
+ * answer is open-ended and ends with the stream. */
+static const struct h2_header w2_headers[] = {
+	{ "access-control-allow-headers",
+	  "accept, content-type, authorization" },
+	{ "access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE" },
+	{ "access-control-allow-origin", "*" },
+	{ "content-type", "application/json" },
+};
+
+static void w2_data(struct h2_stream *st, const unsigned char *p, size_t n)
+{
+	(void)p; /* the body was complete when the stream was handed over */
+	h2_stream_consume(st, n);
+}
+
+static void w2_writable(struct h2_stream *st)
+{
+	struct wctx *w = h2_stream_user(st);
+	if (w == NULL)
+		return;
+	pump(w);
+	wflush(w->s);
+}
+
+static void w2_close(struct h2_stream *st, uint32_t code)
+{
+	(void)code;
+	struct wctx *w = h2_stream_user(st);
+	if (w != NULL)
+		wctx_free(w);
+}
+
+static const struct h2_stream_handler w2_handler = {
+	.on_data = w2_data,
+	.on_writable = w2_writable,
+	.on_close = w2_close,
+};
+
+/* A whole JSON error answer (the same body as HTTP/1.1's wh_error). */
+static void w2_error(struct h2_stream *st, int status, int code,
+		     const char *msg)
+{
+	json_t *o = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
+			      "code", code);
+	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	char clen[24];
+	struct h2_header h[] = {
+		{ "content-type", "application/json" },
+		{ "content-length", clen },
+	};
+	size_t len = text != NULL ? strlen(text) : 0;
+	snprintf(clen, sizeof(clen), "%zu", len);
+	if (text == NULL ||
+	    h2_stream_respond(st, status, h, 2, false) != 0 ||
+	    h2_stream_write(st, text, len) != 0 ||
+	    h2_stream_end(st, NULL, 0) != 0)
+		h2_stream_reset(st, H2_INTERNAL_ERROR);
+	free(text);
+}
+
+void kvd_watch_h2(struct kvd_server *s, struct h2_stream *st,
+		  const unsigned char *body, size_t len)
+{
+	/* from here on the stream is ours: what gateway_h2.c installed is
+	 * gone once this returns */
+	h2_stream_set_handler(st, &w2_handler, NULL);
+	if (!kvd_serving(s) || s->watch == NULL) {
+		w2_error(st, 503, KV_GRPC_UNAVAILABLE,
+			 "etcdserver: server stopped");
+		return;
 	}
+	ProtobufCMessage *rqs[MAX_BODY_REQUESTS];
+	size_t nrq = 0;
+	char err[256];
+	if (parse_body(body, len, rqs, &nrq, err, sizeof(err)) != 0) {
+		w2_error(st, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		return;
+	}
+	struct wctx *w = wctx_new(s, W_H2);
+	if (w == NULL) {
+		free_requests(rqs, nrq);
+		w2_error(st, 429, KV_GRPC_RESOURCE_EXHAUSTED,
+			 "etcdserver: too many requests");
+		return;
+	}
+	if (h2_stream_respond(st, 200, w2_headers,
+			      sizeof(w2_headers) / sizeof(w2_headers[0]),
+			      false) != 0) {
+		free_requests(rqs, nrq);
+		wctx_free(w);
+		h2_stream_reset(st, H2_INTERNAL_ERROR);
+		return;
+	}
+	w->st = st;
+	h2_stream_set_handler(st, &w2_handler, w);
+	run_requests(w, rqs, nrq);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -686,6 +816,13 @@ void kvd_watch_stop(struct kvd_server *s)
 			wctx_free(w);
 			grpc_call_finish(gc, GRPC_UNAVAILABLE,
 					 "etcdserver: server stopped");
+		} else if (w->kind == W_H2) {
+			struct h2_stream *st = w->st;
+			h2_stream_set_handler(st, &w2_handler, NULL);
+			wctx_free(w);
+			/* what is queued goes out first, then END_STREAM */
+			if (h2_stream_end(st, NULL, 0) != 0)
+				h2_stream_reset(st, H2_INTERNAL_ERROR);
 		} else {
 			struct http_request *req = w->req;
 			req->user = NULL;

@@ -231,7 +231,8 @@ def test_gateway_catch_up_large_history(cluster):
 
 
 def test_stop_with_open_watches(procs, certs, bin_dir, tmp_path):
-    """SIGTERM with a gRPC and a gateway watch open: exit 0, no report."""
+    """SIGTERM with a gRPC, an HTTP/1.1 and an HTTP/2 gateway watch open:
+    exit 0, no report."""
     c = Cluster(procs, certs, bin_dir, tmp_path / "c1", n=1)
     c.start()
     c.wait_leader()
@@ -240,17 +241,22 @@ def test_stop_with_open_watches(procs, certs, bin_dir, tmp_path):
                        data=json.dumps({"create_request":
                                         {"key": b64("s/")}}),
                        stream=True, timeout=10)
+    h2 = H2Watch(c, 0, json.dumps({"create_request": {"key": b64("s/")}}))
     try:
         lines = r.iter_lines(chunk_size=1 << 20)
         assert json.loads(next(lines))["result"]["created"] is True
+        assert h2.next()["created"] is True
         settle()
         t0 = time.monotonic()
         codes = c.stop()
         assert all(rc == 0 for rc in codes.values()), (codes, procs.logs())
         assert time.monotonic() - t0 < 10
         assert "Sanitizer" not in procs.logs()
+        # the h2 answer ended cleanly (END_STREAM), not reset
+        assert h2.p.wait(timeout=10) == 0, h2.stop()
     finally:
         r.close()
+        h2.stop()
         w.stop()
 
 
@@ -327,3 +333,122 @@ def test_python_clients_watch(cluster):
     assert got_grpc == [b"v0", b"v1", b"v2"]
     assert [v if isinstance(v, bytes) else v.encode() for v in got_gw] == \
         [b"v0", b"v1", b"v2"]
+
+
+CURL = "/usr/bin/curl"
+
+
+class H2Watch:
+    """curl --http2 POST /v3/watch in the background (TLS, ALPN h2),
+    its newline-delimited JSON answer read line by line; stopped by
+    PID."""
+
+    def __init__(self, cluster, member, body, extra=()):
+        certs = cluster.certs
+        e = dict(os.environ)
+        for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                  "all_proxy", "ALL_PROXY", "CURL_CA_BUNDLE"):
+            e.pop(k, None)
+        argv = [CURL, "-sS", "-N", "--http2", "--noproxy", "*",
+                "--max-time", "60", "--cacert", str(certs["ca"]),
+                "--cert", str(certs["client_cert"]), "--key",
+                str(certs["client_key"]), "-D", "/dev/stderr",
+                "--data-binary", body,
+                cluster.members[member].curl + "/v3/watch"] + list(extra)
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=e)
+
+    def next(self, timeout=10):
+        import select
+        r, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert r, "no watch line from curl in time"
+        line = self.p.stdout.readline()
+        assert line, self.p.stderr.read()
+        return json.loads(line)["result"]
+
+    def stop(self):
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGKILL)
+        self.p.wait(timeout=5)
+        head = self.p.stderr.read().decode(errors="replace")
+        self.p.stdout.close()
+        self.p.stderr.close()
+        return head
+
+
+def test_gateway_watch_http2(cluster):
+    """POST /v3/watch over HTTP/2 (curl over TLS, ALPN h2) streams the
+    same lines as HTTP/1.1: created, then each revision's events live,
+    from history, and a cancel through a second watch in the body."""
+    m0, m1, m2 = cluster.members
+    start = rev_of(cluster) + 1
+    m1.put("h2w/a", "1")
+    body = json.dumps({"create_request": {"key": b64("h2w/"),
+                                          "range_end": b64("h2w0"),
+                                          "start_revision": str(start),
+                                          "prev_kv": True}}) + "\n" + \
+        json.dumps({"create_request": {"key": b64("h2x"),
+                                       "watch_id": "7"}})
+    w = H2Watch(cluster, 0, body)
+    try:
+        first = w.next()
+        assert first["created"] is True and first.get("watch_id",
+                                                      "0") == "0", first
+        second = w.next()
+        assert second["created"] is True and second["watch_id"] == "7"
+        hist = w.next()
+        assert [unb64(e["kv"]["key"]) for e in hist["events"]] == ["h2w/a"]
+        assert int(hist["events"][0]["kv"]["mod_revision"]) == start
+        m2.put("h2w/a", "2")
+        live = w.next()
+        ev = live["events"][0]
+        assert unb64(ev["kv"]["value"]) == "2"
+        assert unb64(ev["prev_kv"]["value"]) == "1"
+        m1.put("h2x", "x")
+        x = w.next()
+        assert x["watch_id"] == "7" and \
+            unb64(x["events"][0]["kv"]["key"]) == "h2x"
+    finally:
+        head = w.stop()
+    assert head.startswith("HTTP/2 200"), head
+    assert "content-type: application/json" in head.lower(), head
+    # the member keeps serving after the client went away mid-stream
+    assert m0.get("h2w/a") == "2"
+
+
+def test_gateway_watch_http2_errors(cluster):
+    """Bad body over h2: the gateway's JSON error, as on HTTP/1.1."""
+    w = H2Watch(cluster, 1, "{not json")
+    try:
+        w.p.wait(timeout=20)
+        out = w.p.stdout.read()
+    finally:
+        head = w.stop()
+    assert head.startswith("HTTP/2 400"), head
+    j = json.loads(out)
+    assert j["code"] == 3 and j["error"] == j["message"], j
+
+
+def test_gateway_watch_http2_slow_consumer(cluster):
+    """An h2 watcher that does not read while ~20 MB are written (the
+    stream's window closes, the watcher falls back to history) still gets
+    every event once, in order."""
+    m = cluster.members[2]
+    body = json.dumps({"create_request": {"key": b64("h2slow/"),
+                                          "range_end": b64("h2slow0")}})
+    w = H2Watch(cluster, 2, body)
+    try:
+        assert w.next()["created"] is True
+        big = "v" * 10000
+        for t in range(20):
+            ops = [{"request_put": {"key": b64(f"h2slow/{t:02d}/{i:03d}"),
+                                    "value": b64(big)}}
+                   for i in range(100)]
+            m.call("/v3/kv/txn", {"success": ops})
+        keys = []
+        while len(keys) < 2000:
+            keys += [unb64(e["kv"]["key"]) for e in w.next()["events"]]
+        assert keys == [f"h2slow/{t:02d}/{i:03d}" for t in range(20)
+                        for i in range(100)]
+    finally:
+        w.stop()
