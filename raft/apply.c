@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "kvraft/apply.h"
+#include "kvraft/lessor.h"
 
 #define MOD "apply"
 
@@ -81,6 +82,9 @@ struct kv_apply {
 	/* Replicated alarms: a cache of the record stored in the write txn
 	 * (reloaded after an abort, a restore, an open). */
 	struct alarms alarms;
+	/* Leases and their keys: rebuilt from the store whenever the alarm
+	 * cache is (kvraft/lessor.h). */
+	struct kv_lessor *lessor;
 	/* The write txn was begun at the start of the current entry. */
 	bool fresh;
 	/* A write in this entry failed locally with KV_EFULL. */
@@ -286,22 +290,38 @@ static bool lease_exists(struct kv_apply *a, int64_t id, int *rc)
 	return *rc == 0;
 }
 
-/* Deletes every key attached to lease id (one revision, none if there are
- * none), then the lease. KV_ENOTFOUND if there is no such lease. */
-static int revoke_lease(struct kv_apply *a, int64_t id)
+/* The lessor's copy of the lease table and key index, rebuilt from the
+ * store (owner's view): every lease record, then every key with a lease. */
+static int lessor_load(struct kv_apply *a)
 {
+	struct mvcc_arena ar = MVCC_ARENA_INIT;
 	static const uint8_t nul = 0;
-	struct mvcc_request_op *ops = NULL;
-	size_t n = 0, cap = 0;
 	const uint8_t *start = &nul;
 	size_t start_len = 1;
+	int64_t *ids;
+	size_t n;
 	int rc;
 
-	if (id == KV_APPLY_ALARM_RECORD)
-		return KV_ENOTFOUND;
-	if (!lease_exists(a, id, &rc))
-		return rc != 0 ? rc : KV_ENOTFOUND;
-	for (;;) {
+	kv_lessor_load_begin(a->lessor);
+	rc = mvcc_lease_list(a->m, &ar, &ids, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const void *rec;
+		size_t len;
+		if (ids[i] == KV_APPLY_ALARM_RECORD)
+			continue;
+		rc = mvcc_lease_get(a->m, ids[i], &ar, &rec, &len);
+		if (rc != 0)
+			break;
+		if (len < LEASE_REC_LEN) {
+			rc = KV_ECORRUPT;
+			break;
+		}
+		rc = kv_lessor_grant(a->lessor, ids[i],
+				     (int64_t)get_le64(rec),
+				     (int64_t)get_le64((const uint8_t *)rec +
+						       8));
+	}
+	while (rc == 0) {
 		struct mvcc_range_req rq = { 0 };
 		struct mvcc_range_res rs;
 		rq.key = start;
@@ -310,51 +330,181 @@ static int revoke_lease(struct kv_apply *a, int64_t id)
 		rq.range_end_len = 1;
 		rq.limit = LEASE_SCAN_PAGE;
 		rq.keys_only = true;
-		rc = mvcc_range(a->m, NULL, &rq, &a->arena, &rs);
-		if (rc != 0)
-			goto out;
-		for (size_t i = 0; i < rs.n_kvs; i++) {
-			if (rs.kvs[i].lease != id)
-				continue;
-			if (n == cap) {
-				cap = cap ? cap * 2 : 16;
-				void *v = realloc(ops, cap * sizeof(*ops));
-				if (v == NULL) {
-					rc = KV_ENOMEM;
-					goto out;
-				}
-				ops = v;
-			}
-			memset(&ops[n], 0, sizeof(ops[n]));
-			ops[n].type = MVCC_OP_DELETE_RANGE;
-			ops[n].u.delete_range.key = rs.kvs[i].key;
-			ops[n].u.delete_range.key_len = rs.kvs[i].key_len;
-			n++;
-		}
-		if (!rs.more || rs.n_kvs == 0)
+		rc = mvcc_range(a->m, NULL, &rq, &ar, &rs);
+		for (size_t i = 0; rc == 0 && i < rs.n_kvs; i++)
+			if (rs.kvs[i].lease != 0)
+				rc = kv_lessor_attach(a->lessor, rs.kvs[i].key,
+						      rs.kvs[i].key_len,
+						      rs.kvs[i].lease);
+		if (rc != 0 || !rs.more || rs.n_kvs == 0)
 			break;
 		/* Resume after the last key: last + "\0". */
 		const struct mvcc_kv *last = &rs.kvs[rs.n_kvs - 1];
-		uint8_t *k = mvcc_arena_alloc(&a->arena, last->key_len + 1);
+		uint8_t *k = mvcc_arena_alloc(&ar, last->key_len + 1);
 		if (k == NULL) {
 			rc = KV_ENOMEM;
-			goto out;
+			break;
 		}
 		memcpy(k, last->key, last->key_len);
 		k[last->key_len] = 0;
 		start = k;
 		start_len = last->key_len + 1;
 	}
-	if (n > 0) {
-		struct mvcc_txn_req t = { NULL, 0, ops, n, NULL, 0 };
+	kv_lessor_load_end(a->lessor);
+	mvcc_arena_free(&ar);
+	return rc;
+}
+
+struct lease_keys {
+	struct kv_apply *a;
+	struct mvcc_kv *v;
+	size_t n, cap;
+	int64_t id;
+};
+
+/* Keeps key if its current revision still carries the lease. */
+static int collect_key(void *arg, const void *key, size_t len)
+{
+	struct lease_keys *lk = arg;
+	struct mvcc_range_req rq = { 0 };
+	struct mvcc_range_res rs;
+	int rc;
+
+	rq.key = key;
+	rq.key_len = len;
+	rq.keys_only = true;
+	rc = mvcc_range(lk->a->m, NULL, &rq, &lk->a->arena, &rs);
+	if (rc != 0)
+		return rc;
+	if (rs.n_kvs != 1 || rs.kvs[0].lease != lk->id)
+		return 0;
+	if (lk->n == lk->cap) {
+		size_t cap = lk->cap ? lk->cap * 2 : 16;
+		void *v = realloc(lk->v, cap * sizeof(*lk->v));
+		if (v == NULL)
+			return KV_ENOMEM;
+		lk->v = v;
+		lk->cap = cap;
+	}
+	lk->v[lk->n++] = rs.kvs[0];
+	return 0;
+}
+
+static int cmp_kv_key(const void *x, const void *y)
+{
+	const struct mvcc_kv *a = x, *b = y;
+	size_t n = a->key_len < b->key_len ? a->key_len : b->key_len;
+	int c = memcmp(a->key, b->key, n);
+	if (c != 0)
+		return c;
+	return (a->key_len > b->key_len) - (a->key_len < b->key_len);
+}
+
+int kv_apply_lease_keys(struct kv_apply *a, int64_t id,
+			struct mvcc_arena *ar, struct mvcc_kv **kvs,
+			size_t *n)
+{
+	struct lease_keys lk = { a, NULL, 0, 0, id };
+	int rc = kv_lessor_keys(a->lessor, id, collect_key, &lk);
+
+	*kvs = NULL;
+	*n = 0;
+	if (rc == 0 && lk.n > 0) {
+		qsort(lk.v, lk.n, sizeof(*lk.v), cmp_kv_key);
+		*kvs = mvcc_arena_alloc(ar, lk.n * sizeof(**kvs));
+		if (*kvs == NULL) {
+			rc = KV_ENOMEM;
+		} else {
+			for (size_t i = 0; i < lk.n; i++) {
+				struct mvcc_kv *d = &(*kvs)[i];
+				memset(d, 0, sizeof(*d));
+				d->key = mvcc_arena_alloc(ar, lk.v[i].key_len + 1);
+				if (d->key == NULL) {
+					rc = KV_ENOMEM;
+					break;
+				}
+				memcpy((uint8_t *)d->key, lk.v[i].key,
+				       lk.v[i].key_len);
+				d->key_len = lk.v[i].key_len;
+				d->lease = id;
+			}
+			*n = lk.n;
+		}
+	}
+	free(lk.v);
+	return rc;
+}
+
+/* Deletes every key attached to lease id, in key order and one revision
+ * (none if there are none), then the lease. KV_ENOTFOUND if there is no
+ * such lease. Only the lease's own key entries are examined. */
+static int revoke_lease(struct kv_apply *a, int64_t id)
+{
+	struct lease_keys lk = { a, NULL, 0, 0, id };
+	struct mvcc_request_op *ops = NULL;
+	int rc;
+
+	if (id == KV_APPLY_ALARM_RECORD)
+		return KV_ENOTFOUND;
+	if (!lease_exists(a, id, &rc))
+		return rc != 0 ? rc : KV_ENOTFOUND;
+	rc = kv_lessor_keys(a->lessor, id, collect_key, &lk);
+	if (rc != 0)
+		goto out;
+	if (lk.n > 0) {
+		qsort(lk.v, lk.n, sizeof(*lk.v), cmp_kv_key);
+		ops = calloc(lk.n, sizeof(*ops));
+		if (ops == NULL) {
+			rc = KV_ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0; i < lk.n; i++) {
+			ops[i].type = MVCC_OP_DELETE_RANGE;
+			ops[i].u.delete_range.key = lk.v[i].key;
+			ops[i].u.delete_range.key_len = lk.v[i].key_len;
+		}
+		struct mvcc_txn_req t = { NULL, 0, ops, lk.n, NULL, 0 };
 		struct mvcc_txn_res tr;
 		rc = mvcc_txn(a->m, &t, &a->arena, &tr);
 		if (rc != 0)
 			goto out;
 	}
 	rc = mvcc_lease_del(a->m, id);
+	if (rc == 0)
+		kv_lessor_revoke(a->lessor, id);
 out:
 	free(ops);
+	free(lk.v);
+	return rc;
+}
+
+/* Moves the keys a successful Put / Txn wrote between leases. */
+static int attach_put(struct kv_apply *a, const Etcdserverpb__PutRequest *p)
+{
+	if (p->ignore_lease)
+		return 0;
+	return kv_lessor_attach(a->lessor, p->key.data, p->key.len, p->lease);
+}
+
+static int attach_txn(struct kv_apply *a, const Etcdserverpb__TxnRequest *t,
+		      const Etcdserverpb__TxnResponse *r)
+{
+	Etcdserverpb__RequestOp **ops = r->succeeded ? t->success : t->failure;
+	size_t n = r->succeeded ? t->n_success : t->n_failure;
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (ops[i]->request_case ==
+		    ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT)
+			rc = attach_put(a, ops[i]->request_put);
+		else if (ops[i]->request_case ==
+				 ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN &&
+			 i < r->n_responses &&
+			 r->responses[i]->response_case ==
+				 ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN)
+			rc = attach_txn(a, ops[i]->request_txn,
+					r->responses[i]->response_txn);
+	}
 	return rc;
 }
 
@@ -482,8 +632,10 @@ static int apply_lease_grant(struct kv_apply *a,
 	if (rc != 0)
 		return rc;
 	put_le64(rec, (uint64_t)r->ttl);
-	put_le64(rec + 8, (uint64_t)r->ttl);
+	put_le64(rec + 8, 0); /* no checkpoint yet */
 	rc = mvcc_lease_put(a->m, r->id, rec, sizeof(rec));
+	if (rc == 0)
+		rc = kv_lessor_grant(a->lessor, r->id, r->ttl, 0);
 	if (rc != 0)
 		return rc;
 	resp = mvcc_arena_alloc(&a->arena, sizeof(*resp));
@@ -523,6 +675,9 @@ static int apply_lease_checkpoint(struct kv_apply *a,
 			memcpy(rec, old, 8);
 		put_le64(rec + 8, (uint64_t)c->remaining_ttl);
 		rc = mvcc_lease_put(a->m, c->id, rec, sizeof(rec));
+		if (rc == 0)
+			kv_lessor_checkpoint(a->lessor, c->id,
+					     c->remaining_ttl);
 	}
 	return rc;
 }
@@ -551,6 +706,8 @@ static int apply_one(struct kv_apply *a, const Kvdpb__InternalRequest *r,
 			break;
 		}
 		rc = kv_translate_put(a->m, r->put, ids, &a->arena, &p, &st);
+		if (rc == 0)
+			rc = attach_put(a, r->put);
 		resp = (const ProtobufCMessage *)p;
 		break;
 	}
@@ -566,6 +723,8 @@ static int apply_one(struct kv_apply *a, const Kvdpb__InternalRequest *r,
 		if (capped && txn_has_put(r->txn))
 			goto refuse;
 		rc = kv_translate_txn(a->m, r->txn, ids, &a->arena, &p, &st);
+		if (rc == 0)
+			rc = attach_txn(a, r->txn, p);
 		resp = (const ProtobufCMessage *)p;
 		break;
 	}
@@ -774,6 +933,8 @@ static int regrow(struct kv_apply *a)
 		"replayed_entries=%zu", a->n_pend);
 	mvcc_abort(a->m);
 	rc = alarms_load(a);
+	if (rc == 0)
+		rc = lessor_load(a);
 	if (rc == 0)
 		rc = mvcc_begin_write(a->m);
 	a->fresh = true;
@@ -989,6 +1150,8 @@ static int sm_restore(void *data, const char *path, uint64_t index,
 	}
 	pend_clear(a);
 	rc = alarms_load(a);
+	if (rc == 0)
+		rc = lessor_load(a);
 	if (rc != 0)
 		goto out;
 	a->durable = index;
@@ -1029,6 +1192,9 @@ int kv_apply_new(const struct kv_apply_options *opts,
 	a->cluster_id = opts->cluster_id;
 	a->compact_batch = opts->compact_batch ? opts->compact_batch
 					       : DEFAULT_COMPACT_BATCH;
+	rc = kv_lessor_new(&a->lessor);
+	if (rc != 0)
+		goto err_free;
 	rc = mvcc_open(a->dir, &a->mopts, &a->m);
 	if (rc != 0)
 		goto err_free;
@@ -1039,6 +1205,8 @@ int kv_apply_new(const struct kv_apply_options *opts,
 		rc = mvcc_commit(a->m, true);
 	if (rc == 0)
 		rc = alarms_load(a);
+	if (rc == 0)
+		rc = lessor_load(a);
 	if (rc != 0)
 		goto err_close;
 	mvcc_get_applied(a->m, &a->durable, &term);
@@ -1056,6 +1224,7 @@ err_close:
 	mvcc_close(a->m);
 	free(a->alarms.v);
 err_free:
+	kv_lessor_free(a->lessor);
 	free(a->dir);
 	free(a);
 	return rc;
@@ -1070,9 +1239,15 @@ void kv_apply_close(struct kv_apply *a)
 	free(a->pend);
 	free(a->res);
 	free(a->alarms.v);
+	kv_lessor_free(a->lessor);
 	mvcc_arena_free(&a->arena);
 	free(a->dir);
 	free(a);
+}
+
+struct kv_lessor *kv_apply_lessor(struct kv_apply *a)
+{
+	return a->lessor;
 }
 
 struct kvraft_sm *kv_apply_sm(struct kv_apply *a)

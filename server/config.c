@@ -11,7 +11,7 @@
 #include "kvraft/ids.h"
 #include "net/conn.h"
 
-enum kind { K_STR, K_BOOL, K_UINT, K_U64 };
+enum kind { K_STR, K_BOOL, K_UINT, K_U64, K_DURATION };
 
 struct flag {
 	const char *name;
@@ -67,6 +67,13 @@ static const struct flag flags[] = {
 	  "raise alarms when backend size exceeds the given quota"),
 	F("max-txn-ops", K_UINT, max_txn_ops,
 	  "maximum number of operations permitted in a transaction"),
+	F("experimental-enable-lease-checkpoint", K_BOOL, lease_checkpoint,
+	  "checkpoint the remaining TTL of long leases so a leader change "
+	  "does not reset it (kvd: on by default)"),
+	F("experimental-lease-checkpoint-interval", K_DURATION,
+	  lease_checkpoint_ms,
+	  "how often the leader checkpoints leases' remaining TTL (e.g. 5m, "
+	  "30s)"),
 	F("log-level", K_STR, log_level,
 	  "log level: debug, info, warn, error"),
 };
@@ -107,6 +114,49 @@ static int parse_bool(const char *v, bool *out)
 		return 0;
 	}
 	return -1;
+}
+
+/* A Go duration ("5m", "1m30s", "250ms", "1.5s") in milliseconds. */
+static int parse_duration(const char *v, uint64_t *out)
+{
+	static const struct {
+		const char *unit;
+		double ms;
+	} units[] = { { "ms", 1 }, { "us", 0.001 }, { "ns", 0.000001 },
+		      { "h", 3600000 }, { "m", 60000 }, { "s", 1000 } };
+	double total = 0;
+	if (*v == '\0')
+		return -1;
+	if (strcmp(v, "0") == 0) {
+		*out = 0;
+		return 0;
+	}
+	while (*v != '\0') {
+		char *end;
+		if (!isdigit((unsigned char)*v) && *v != '.')
+			return -1;
+		errno = 0;
+		double x = strtod(v, &end);
+		if (errno != 0 || end == v || x < 0)
+			return -1;
+		v = end;
+		size_t i;
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			size_t n = strlen(units[i].unit);
+			if (strncmp(v, units[i].unit, n) == 0 &&
+			    (units[i].unit[0] != 'm' || n == 2 || v[1] != 's')) {
+				total += x * units[i].ms;
+				v += n;
+				break;
+			}
+		}
+		if (i == sizeof(units) / sizeof(units[0]))
+			return -1;
+	}
+	if (total > 1e15)
+		return -1;
+	*out = (uint64_t)total;
+	return 0;
 }
 
 static int parse_u64(const char *v, uint64_t max, uint64_t *out)
@@ -158,6 +208,14 @@ static enum kvd_parse_result set_flag(struct kvd_config *cfg,
 			return fail(err, errlen,
 				    "invalid value \"%s\" for flag --%s", v,
 				    f->name);
+		*(uint64_t *)(void *)p = x;
+		return KVD_PARSE_RUN;
+	case K_DURATION:
+		if (parse_duration(v, &x) != 0)
+			return fail(err, errlen,
+				    "invalid value \"%s\" for flag --%s: "
+				    "not a duration such as 5m or 30s",
+				    v, f->name);
 		*(uint64_t *)(void *)p = x;
 		return KVD_PARSE_RUN;
 	}
@@ -461,6 +519,12 @@ enum kvd_parse_result kvd_config_parse(int argc, char **argv,
 		cfg->quota_backend_bytes = (uint64_t)2 << 30;
 	if (!was_set(seen, "max-txn-ops"))
 		cfg->max_txn_ops = 128;
+	if (!was_set(seen, "experimental-enable-lease-checkpoint"))
+		cfg->lease_checkpoint = true;
+	if (!was_set(seen, "experimental-lease-checkpoint-interval"))
+		cfg->lease_checkpoint_ms = 5 * 60 * 1000;
+	if (!cfg->lease_checkpoint)
+		cfg->lease_checkpoint_ms = 0;
 	if (cfg->log_level == NULL)
 		cfg->log_level = "info";
 	return validate(cfg, err, errlen);

@@ -171,6 +171,30 @@ static const struct kvd_call_ops gw_call_ops = {
 	.fail = gc_fail,
 };
 
+/* A streaming RPC's answer as grpc-gateway writes each streamed message:
+ * {"result":...} and a newline (etcd's /v3/lease/keepalive for one
+ * request). */
+static void gc_respond_result(struct kvd_call *c, const ProtobufCMessage *msg)
+{
+	struct kvd_gw_req *r = gw_of(c);
+	struct kv_buf b = KV_BUF_INIT;
+	r->pending = false;
+	if (kv_buf_append(&b, "{\"result\":", 10) != 0 ||
+	    kvjson_encode_buf(msg, &b) != 0 || kv_buf_append(&b, "}\n", 2) != 0) {
+		kv_buf_free(&b);
+		respond_error(r, KV_GRPC_INTERNAL,
+			      "kvd: cannot encode the response");
+		return;
+	}
+	respond(r, 200, json_headers, NHDR(json_headers), b.base, b.len);
+	kv_buf_free(&b);
+}
+
+static const struct kvd_call_ops gw_result_ops = {
+	.respond = gc_respond_result,
+	.fail = gc_fail,
+};
+
 void kvd_gateway_abort(struct kvd_gw_req *r)
 {
 	if (!r->pending)
@@ -187,7 +211,8 @@ static void serve_rpc(struct kvd_server *s, struct kvd_gw_req *r,
 	if (m == NULL)
 		return;
 	memset(&r->call, 0, sizeof(r->call));
-	r->call.ops = &gw_call_ops;
+	r->call.ops = rpc->fn == kvd_svc_lease_keepalive ? &gw_result_ops
+							 : &gw_call_ops;
 	r->call.s = s;
 	r->pending = true;
 	rpc->fn(s, &r->call, m);
@@ -198,14 +223,6 @@ static void serve_rpc(struct kvd_server *s, struct kvd_gw_req *r,
  * watch_service.c before routing); over HTTP/2 it is still 501. */
 static const char *const unserved[] = {
 	"watch",
-	"lease/grant",
-	"lease/revoke",
-	"lease/keepalive",
-	"lease/timetolive",
-	"lease/leases",
-	"kv/lease/revoke",
-	"kv/lease/timetolive",
-	"kv/lease/leases",
 	"maintenance/hashkv",
 	"maintenance/snapshot",
 	"auth/enable",

@@ -429,14 +429,8 @@ struct unserved {
 	const char *msg;
 };
 
-#define LEASE_MSG "kvd: leases are not served yet"
 #define AUTH_MSG "kvd: authentication is not served yet"
 static const struct unserved unserved[] = {
-	{ "/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, LEASE_MSG },
-	{ "/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, LEASE_MSG },
-	{ "/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI, LEASE_MSG },
-	{ "/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, LEASE_MSG },
-	{ "/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, LEASE_MSG },
 	{ "/etcdserverpb.Auth/AuthEnable", GRPC_UNARY, AUTH_MSG },
 	{ "/etcdserverpb.Auth/AuthDisable", GRPC_UNARY, AUTH_MSG },
 	{ "/etcdserverpb.Auth/Authenticate", GRPC_UNARY, AUTH_MSG },
@@ -476,6 +470,8 @@ int kvd_grpc_setup(struct kvd_server *s)
 	for (size_t i = 0; i < kvd_nrpcs && rv == 0; i++) {
 		s->grpc_methods[i].s = s;
 		s->grpc_methods[i].rpc = &kvd_rpcs[i];
+		if (kvd_rpcs[i].grpc == NULL)
+			continue; /* a gateway alias */
 		rv = grpc_server_register(s->grpc, kvd_rpcs[i].grpc,
 					  GRPC_UNARY, &unary_h,
 					  &s->grpc_methods[i]);
@@ -492,6 +488,11 @@ int kvd_grpc_setup(struct kvd_server *s)
 					  "/v3electionpb.Election/Observe",
 					  GRPC_SERVER_STREAMING,
 					  &kvd_observe_grpc_h, s);
+	if (rv == 0)
+		rv = grpc_server_register(s->grpc,
+					  "/etcdserverpb.Lease/LeaseKeepAlive",
+					  GRPC_BIDI, &kvd_lease_keepalive_grpc_h,
+					  s);
 	if (rv == 0)
 		rv = grpc_server_register(s->grpc, "/grpc.health.v1.Health/Check",
 					  GRPC_UNARY, &health_h, s);

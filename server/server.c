@@ -319,6 +319,15 @@ static void strip_unknown(ProtobufCMessage *m)
 	}
 }
 
+int kvd_propose_internal(struct kvd_server *s, Kvdpb__InternalRequest *ir)
+{
+	if (s->node == NULL || s->stopping)
+		return KV_ECLOSED;
+	ir->id = kvd_next_request_id(s);
+	ir->member_id = s->self_id;
+	return enqueue_request(s, ir);
+}
+
 void kvd_propose(struct kvd_server *s, struct kvd_call *req,
 		 Kvdpb__InternalRequest__RequestCase type, ProtobufCMessage *msg)
 {
@@ -352,6 +361,12 @@ void kvd_propose(struct kvd_server *s, struct kvd_call *req,
 		break;
 	case KVDPB__INTERNAL_REQUEST__REQUEST_ALARM:
 		ir->alarm = (Etcdserverpb__AlarmRequest *)msg;
+		break;
+	case KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+		ir->lease_grant = (Etcdserverpb__LeaseGrantRequest *)msg;
+		break;
+	case KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+		ir->lease_revoke = (Etcdserverpb__LeaseRevokeRequest *)msg;
 		break;
 	default:
 		abort();
@@ -651,6 +666,7 @@ static void on_tick(uv_timer_t *t)
 		send_attrs(s);
 	kvd_check_move(s, false);
 	kvd_watch_tick(s);
+	kvd_lease_tick(s, COMMIT_INTERVAL_MS);
 	while (s->wfirst != NULL && s->wfirst->deadline <= now)
 		waiter_fail(s, s->wfirst, KV_GRPC_UNAVAILABLE,
 			    "etcdserver: request timed out");
@@ -714,6 +730,9 @@ static void on_peer_message(void *data, uint64_t from, uint8_t type,
 	struct kvd_server *s = data;
 	if (type == KVD_PEER_MSG_ATTRS)
 		on_peer_attrs(s, from, body, len);
+	else if (type == KVD_PEER_MSG_LEASE_FWD ||
+		 type == KVD_PEER_MSG_LEASE_RET)
+		kvd_lease_peer_message(s, from, type, body, len);
 	else if (s->node != NULL)
 		kvraft_node_receive(s->node, from, type, body, len);
 }
@@ -794,6 +813,7 @@ static void begin_stop(struct kvd_server *s)
 		return;
 	s->stopping = true;
 	kvd_watch_stop(s);
+	kvd_lease_stop(s);
 	/* Flush what clients already sent so it can still be answered. */
 	if (s->node != NULL)
 		flush_batch(s);

@@ -33,6 +33,10 @@
  * Sent to every peer every few seconds, so MemberList shows every
  * member's client URLs (not persisted; etcd replicates them in raft). */
 #define KVD_PEER_MSG_ATTRS 64
+/* Lease requests a follower forwards to the leader, and the answers
+ * (lease_service.c). */
+#define KVD_PEER_MSG_LEASE_FWD 65
+#define KVD_PEER_MSG_LEASE_RET 66
 
 /* One client call, whatever the transport (gateway.c: HTTP/JSON,
  * grpc_service.c: gRPC). The transport adapter owns the memory. The
@@ -137,6 +141,11 @@ struct kvd_server {
 	struct mvcc_arena watch_arena, watch_notify_arena;
 	uv_idle_t watch_idle; /* active while watchers catch up */
 
+	/* lease_service.c */
+	struct lease_fwd *lease_fwd_first, *lease_fwd_last;
+	uint64_t lease_fwd_seq;
+	struct ka_stream *lease_streams;
+
 	struct mvcc_arena arena; /* responses built on the loop */
 	int64_t compacted_rev;   /* physical compaction done up to */
 	bool nospace_pending;
@@ -236,6 +245,157 @@ void kvd_watch_stop(struct kvd_server *s);
 /* After the loop ended: frees the registry. */
 void kvd_watch_free(struct kvd_server *s);
 
+/* ---- v3lock / v3election block (icall.c, v3lock.c, v3election.c) ---- */
+
+/* icall.c: a struct kvd_call run by server code instead of a client, so
+ * the services above (kvd_propose, kvd_read, kvd_svc_*) can be used from
+ * inside the server. Completion is always deferred to a fresh loop
+ * iteration (a timer), never delivered inside the callee's stack (apply
+ * hooks, read barriers). */
+struct kvd_icall;
+typedef void (*kvd_icall_fn)(struct kvd_icall *ic);
+struct kvd_icall {
+	struct kvd_call call; /* what the callee sees */
+	uv_timer_t timer;     /* defers on_done */
+	kvd_icall_fn on_done;
+	void *data;
+	bool pending; /* started, not yet answered */
+	bool closing;
+	/* The answer, valid in on_done and until kvd_icall_free: code 0
+	 * and resp (a malloc'd copy of the response), or a gRPC status
+	 * and its message. */
+	int code;
+	char msg[256];
+	ProtobufCMessage *resp;
+};
+/* A new call (NULL when out of memory); on_done(ic) runs once per
+ * started request, later, on the loop. */
+struct kvd_icall *kvd_icall_new(struct kvd_server *s, kvd_icall_fn on_done,
+				void *data);
+/* Starts fn(s, &ic->call, req) (takes req, malloc'd). One request at a
+ * time per icall; a finished one may start another (the previous answer
+ * is freed). */
+void kvd_icall_run(struct kvd_icall *ic, kvd_service_fn fn,
+		   ProtobufCMessage *req);
+/* kvd_propose / kvd_read through ic (take msg). */
+void kvd_icall_propose(struct kvd_icall *ic,
+		       Kvdpb__InternalRequest__RequestCase type,
+		       ProtobufCMessage *msg);
+void kvd_icall_read(struct kvd_icall *ic, ProtobufCMessage *msg, bool txn);
+/* Frees ic (memory goes in a close callback). A pending request is
+ * dropped (the callee's on_abort runs) and on_done will not run; may be
+ * called from on_done. NULL is allowed. */
+void kvd_icall_free(struct kvd_icall *ic);
+/* A malloc'd deep copy of m (free with protobuf_c_message_free_unpacked),
+ * or NULL. Used to build requests the callees may free. */
+ProtobufCMessage *kvd_pb_clone(const ProtobufCMessage *m);
+
+/* icall.c: a one-watcher watch stream for server code (the registry of
+ * watch_service.c). Responses are copied and delivered later on the loop
+ * (never inside the registry's callbacks); the stream's queue drains as
+ * they are consumed, so a consumer that pauses holds the watcher back
+ * (it falls unsynced and catches up later), never memory. */
+struct kvd_kwatch;
+struct kvd_kwatch_event {
+	bool deleted;
+	Mvccpb__KeyValue *kv; /* key, mod_revision (and the rest for PUT) */
+};
+struct kvd_kwatch_resp {
+	int64_t revision; /* header revision */
+	bool canceled;    /* by compaction (compact_revision), or stopped */
+	int64_t compact_revision;
+	size_t n;
+	struct kvd_kwatch_event *ev;
+};
+/* Returns false to pause delivery (kvd_kwatch_resume restarts it); may
+ * free kw (then its return value is ignored). r valid during the call. */
+typedef bool (*kvd_kwatch_fn)(struct kvd_kwatch *kw, void *data,
+			      const struct kvd_kwatch_resp *r);
+/* Watches [key, range_end) (range_end_len 0: key alone) from
+ * start_revision. When the member begins to stop, on_resp gets a
+ * canceled response with compact_revision 0. 0 or KV_ENOMEM /
+ * KV_ECLOSED (no registry). */
+int kvd_kwatch_new(struct kvd_server *s, const uint8_t *key, size_t key_len,
+		   const uint8_t *range_end, size_t range_end_len,
+		   int64_t start_revision, kvd_kwatch_fn on_resp, void *data,
+		   struct kvd_kwatch **out);
+void kvd_kwatch_resume(struct kvd_kwatch *kw);
+/* Closes the watcher; memory goes in a close callback. NULL allowed. */
+void kvd_kwatch_free(struct kvd_kwatch *kw);
+
+/* icall.c: clientv3/concurrency's waitDeletes(pfx, max_create_rev): waits
+ * until no key under the prefix has a create revision <= max_create_rev
+ * (a linearizable Range for the newest such key, then a watch for its
+ * deletion, repeated). done runs once, later, with code 0 and the header
+ * of the last Range, or a gRPC status and message; the waiter is freed
+ * right after done returns. */
+struct kvd_waitdel;
+typedef void (*kvd_waitdel_fn)(void *data, int code, const char *msg,
+			       const Etcdserverpb__ResponseHeader *hdr);
+int kvd_waitdel_new(struct kvd_server *s, const uint8_t *pfx, size_t len,
+		    int64_t max_create_rev, kvd_waitdel_fn done, void *data,
+		    struct kvd_waitdel **out);
+/* Stops waiting (done will not run); frees. NULL allowed. */
+void kvd_waitdel_free(struct kvd_waitdel *w);
+
+/* icall.c helpers shared by v3lock.c and v3election.c. */
+/* key = pfx + hex(lease) as Go's %x prints an int64; malloc'd, *len. */
+uint8_t *kvd_conc_key(const uint8_t *pfx, size_t pfx_len, int64_t lease,
+		      size_t *len);
+/* etcd's prefix range end (clientv3.GetPrefixRangeEnd); malloc'd. */
+uint8_t *kvd_prefix_end(const uint8_t *pfx, size_t len, size_t *end_len);
+/* LeaseGrant{TTL: ttl} through ic (Unimplemented while the Lease service
+ * is not linked in). */
+void kvd_icall_grant(struct kvd_icall *ic, int64_t ttl);
+/* RequestOps pointing at the caller's buffers (op and the request are
+ * the caller's, e.g. on the stack; nothing is copied). first_create:
+ * clientv3.WithFirstCreate (limit 1, ascending create revision). */
+void kvd_op_put(Etcdserverpb__RequestOp *op, Etcdserverpb__PutRequest *p,
+		const uint8_t *key, size_t key_len, const uint8_t *val,
+		size_t val_len, int64_t lease);
+void kvd_op_range(Etcdserverpb__RequestOp *op, Etcdserverpb__RangeRequest *r,
+		  const uint8_t *key, size_t key_len, const uint8_t *end,
+		  size_t end_len, bool first_create);
+void kvd_op_delete(Etcdserverpb__RequestOp *op,
+		   Etcdserverpb__DeleteRangeRequest *d, const uint8_t *key,
+		   size_t key_len);
+/* A malloc'd TxnRequest: If create_revision(key) == create_rev Then then
+ * Else els (NULL when out of memory; kvd_icall_propose fails then). */
+ProtobufCMessage *kvd_conc_txn(const uint8_t *key, size_t key_len,
+			       int64_t create_rev,
+			       Etcdserverpb__RequestOp **then, size_t nthen,
+			       Etcdserverpb__RequestOp **els, size_t nels);
+/* The i-th sub-response of a txn as a range response, or NULL. */
+const Etcdserverpb__RangeResponse *
+kvd_txn_range(const Etcdserverpb__TxnResponse *r, size_t i);
+/* The error of an internal KV call as etcd's v3lock / v3election return
+ * it: their embedded client turns every error into a plain Go error,
+ * which gRPC sends as Unknown (2) with the same text. */
+void kvd_conc_fail(struct kvd_call *c, int code, const char *msg);
+
+/* lease_service.c: /etcdserverpb.Lease. */
+void kvd_svc_lease_grant(struct kvd_server *s, struct kvd_call *c,
+			 ProtobufCMessage *req);
+void kvd_svc_lease_revoke(struct kvd_server *s, struct kvd_call *c,
+			  ProtobufCMessage *req);
+/* One LeaseKeepAliveRequest -> LeaseKeepAliveResponse (the gateway's
+ * /v3/lease/keepalive; the gRPC stream answers each message with it). */
+void kvd_svc_lease_keepalive(struct kvd_server *s, struct kvd_call *c,
+			     ProtobufCMessage *req);
+void kvd_svc_lease_ttl(struct kvd_server *s, struct kvd_call *c,
+		       ProtobufCMessage *req);
+void kvd_svc_lease_leases(struct kvd_server *s, struct kvd_call *c,
+			  ProtobufCMessage *req);
+/* /etcdserverpb.Lease/LeaseKeepAlive (method_data: the server). */
+extern const struct grpc_handler kvd_lease_keepalive_grpc_h;
+/* From the tick timer (elapsed_ms since the last): the leader's expiry
+ * and checkpoints, forwarded-call timeouts. */
+void kvd_lease_tick(struct kvd_server *s, uint64_t elapsed_ms);
+void kvd_lease_peer_message(struct kvd_server *s, uint64_t from,
+			    uint8_t type, const void *body, size_t len);
+/* Shutdown begins: fails forwarded calls, ends keep-alive streams. */
+void kvd_lease_stop(struct kvd_server *s);
+
 /* v3lock.c: /v3lockpb.Lock (etcd's v3lock: locks over the KV API). */
 void kvd_svc_lock(struct kvd_server *s, struct kvd_call *c,
 		  ProtobufCMessage *req);
@@ -255,10 +415,14 @@ void kvd_svc_resign(struct kvd_server *s, struct kvd_call *c,
 extern const struct grpc_handler kvd_observe_grpc_h;
 /* POST /v3/election/observe on HTTP/1.1: a chunked answer. */
 void kvd_observe_http(struct kvd_server *s, struct http_request *req);
+/* ---- end of the v3lock / v3election block ---- */
 
 /* server.c */
 uint64_t kvd_next_request_id(struct kvd_server *s);
 void kvd_header_ids(struct kvd_server *s, struct kv_header_ids *ids);
+/* Proposes a request of the server's own (no client waits for it): sets
+ * its id and member; takes ir (malloc'd message tree) on 0. */
+int kvd_propose_internal(struct kvd_server *s, Kvdpb__InternalRequest *ir);
 /* Takes msg (decoded with the malloc allocator; freed here). */
 void kvd_propose(struct kvd_server *s, struct kvd_call *c,
 		 Kvdpb__InternalRequest__RequestCase type,

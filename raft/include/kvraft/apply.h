@@ -74,13 +74,18 @@
  *    mvcc has a verify-only call. All mvcc_read handles on the store must
  *    have ended before restore (mvcc_close needs it).
  *
- *    Leases (minimal until the lessor issue): LeaseGrant stores a 16-byte
- *    record (granted TTL, remaining TTL; int64 LE) under the proposer's ID;
- *    LeaseRevoke / LeaseExpire delete the lease and every key attached to
- *    it in one revision (found by a full key scan: O(keys)); Put with an
- *    unknown lease fails with "etcdserver: requested lease not found";
- *    LeaseCheckpoint rewrites the remaining TTL. ClusterInit is accepted
- *    and not stored yet.
+ *    Leases: LeaseGrant stores a 16-byte record (granted TTL, last
+ *    checkpointed remaining TTL or 0; int64 LE) under the proposer's ID and
+ *    adds the lease to the member's lessor (kvraft/lessor.h), which also
+ *    indexes the keys put with each lease (Put, and the Puts of the branch
+ *    a Txn took; ignore_lease keeps the old attachment). LeaseRevoke and
+ *    LeaseExpire delete, in one revision and key order, every key of the
+ *    lease whose current revision still carries it, then the lease; only
+ *    the lease's own key entries are examined. Put with an unknown lease
+ *    fails with "etcdserver: requested lease not found"; LeaseCheckpoint
+ *    rewrites the remaining TTL. The lessor is rebuilt from the store
+ *    after an open, a restore and a write-txn restart, so it always
+ *    matches the owner's view. ClusterInit is accepted and not stored yet.
  *
  * Threads: everything on the owner (loop) thread, except the
  * write_snapshot callback of kv_apply_sm() and the translation of reads
@@ -96,6 +101,7 @@
 #include "etcdserverpb/rpc.pb-c.h"
 #include "kv/errors.h"
 #include "kvdpb/internal.pb-c.h"
+#include "kvraft/lessor.h"
 #include "kvraft/statemachine.h"
 #include "storage/mvcc.h"
 
@@ -396,5 +402,15 @@ int kv_apply_compact_step(struct kv_apply *a, bool *done);
 
 /* Whether the replicated NOSPACE alarm is active (writes are refused). */
 bool kv_apply_nospace(const struct kv_apply *a);
+
+/* The member's lease table (owned by a; valid until kv_apply_close). The
+ * owner may use its leader half (promote, renew, expired, checkpoints);
+ * the replicated half changes only through applied entries. */
+struct kv_lessor *kv_apply_lessor(struct kv_apply *a);
+/* The keys currently attached to lease id (key and lease set), sorted,
+ * copied into ar. */
+int kv_apply_lease_keys(struct kv_apply *a, int64_t id,
+			struct mvcc_arena *ar, struct mvcc_kv **kvs,
+			size_t *n);
 
 #endif

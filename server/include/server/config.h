@@ -43,6 +43,12 @@ struct kvd_config {
 	uint64_t max_request_bytes;
 	uint64_t quota_backend_bytes;
 	unsigned max_txn_ops;
+	/* Leader checkpoints of long leases' remaining TTL (etcd's
+	 * --experimental-enable-lease-checkpoint, on by default in kvd) every
+	 * lease_checkpoint_ms (--experimental-lease-checkpoint-interval, a Go
+	 * duration; 5m). 0 when disabled. */
+	bool lease_checkpoint;
+	uint64_t lease_checkpoint_ms;
 	const char *log_level;
 };
 
