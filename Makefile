@@ -5,6 +5,7 @@
 #   make release         optimised build in build-release/ (benchmarks)
 #   make run             a local three-member TLS cluster (Ctrl-C stops it)
 #   make fuzz T=fuzz_json SECONDS=300   run one libFuzzer target
+#   make fuzz-all SECONDS=600           run every libFuzzer target in turn
 #   make clean
 
 SHELL := /bin/bash
@@ -13,7 +14,7 @@ JOBS ?= $(shell nproc)
 T ?= fuzz_json
 SECONDS ?= 60
 
-.PHONY: all test build release deps fuzz clean run
+.PHONY: all test build release deps fuzz fuzz-all clean run
 
 all: build
 
@@ -36,6 +37,9 @@ run:
 
 fuzz: deps
 	scripts/fuzz.sh $(T) $(SECONDS)
+
+fuzz-all: deps
+	scripts/fuzz.sh all $(SECONDS)
 
 clean:
 	rm -rf $(BUILD) build-release build-fuzz

@@ -2,12 +2,15 @@
 # fuzz.sh — builds and runs one libFuzzer target for a bounded time.
 #
 # Usage: scripts/fuzz.sh <target> <seconds> [extra libFuzzer args...]
+#        scripts/fuzz.sh all <seconds>   every target in turn, <seconds>
+#                                        each; a summary at the end
 #   e.g. scripts/fuzz.sh fuzz_json 300
 #
 # Configures build-fuzz/ with clang, -DKV_FUZZ=ON -DKV_SANITIZE=ON (Debug),
 # builds tests/fuzz/<target>.c and runs it with the corpus directory
 # build-fuzz/corpus/<target>, seeded from tests/data/<name>/ when that
-# exists (fuzz_json → tests/data/json, fuzz_wal → tests/data/wal), with
+# exists (fuzz_json → tests/data/json, fuzz_wal → tests/data/wal) and from
+# tests/fuzz/corpus/<target>/ (seeds kept next to the harnesses), with
 # tests/fuzz/<target>.dict as dictionary when present. Crashes go to
 # build-fuzz/crashes/<target>/. Exits with the fuzzer's status.
 set -euo pipefail
@@ -19,9 +22,30 @@ fi
 target=$1
 seconds=$2
 shift 2
-case $target in fuzz_*) ;; *) echo "target must be fuzz_<name>" >&2; exit 2;; esac
-
 root=$(cd "$(dirname "$0")/.." && pwd)
+
+if [ "$target" = all ]; then
+	# One target at a time (each already uses a core; the machine is
+	# shared). Logs to build-fuzz/logs/<target>.log; exits non-zero if
+	# any target failed.
+	mkdir -p "$root/build-fuzz/logs"
+	status=0
+	summary=()
+	for src in "$root"/tests/fuzz/fuzz_*.c; do
+		t=$(basename "$src" .c)
+		log=$root/build-fuzz/logs/$t.log
+		echo "== $t: $seconds s, log $log"
+		rc=0
+		"$0" "$t" "$seconds" "$@" >"$log" 2>&1 || rc=$?
+		execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+		summary+=("$t rc=$rc execs=${execs:-?}")
+		[ "$rc" -eq 0 ] || status=1
+	done
+	printf '%s\n' "${summary[@]}"
+	exit $status
+fi
+case $target in fuzz_*) ;; *) echo "target must be fuzz_<name> or all" >&2; exit 2;; esac
+
 build=$root/build-fuzz
 jobs=${JOBS:-2}
 
@@ -43,6 +67,12 @@ if [ -d "$seed" ]; then
 	for f in "$seed"/$pat; do
 		[ -f "$f" ] || continue
 		case ${f##*/} in README*|crash-*) continue;; esac
+		cp -n "$f" "$corpus/seed-$(sha1sum "$f" | cut -c1-16)" || true
+	done
+fi
+if [ -d "$root/tests/fuzz/corpus/$target" ]; then
+	for f in "$root/tests/fuzz/corpus/$target"/*; do
+		[ -f "$f" ] || continue
 		cp -n "$f" "$corpus/seed-$(sha1sum "$f" | cut -c1-16)" || true
 	done
 fi
