@@ -27,7 +27,8 @@ import kvtest  # noqa: E402
 
 class Cluster:
     def __init__(self, procs, workdir, binary="etcd", n=3, tls=None,
-                 election_ms=1000, heartbeat_ms=100, extra_args=()):
+                 election_ms=1000, heartbeat_ms=100, extra_args=(),
+                 hosts=None, split_peer_ports=False):
         exe = shutil.which(binary) if os.sep not in str(binary) else binary
         if exe is None or not os.path.exists(exe):
             raise FileNotFoundError(f"server binary {binary!r} not found")
@@ -40,13 +41,31 @@ class Cluster:
         self.heartbeat_ms = heartbeat_ms
         self.extra_args = list(extra_args)
         self.token = f"rb-{os.getpid()}-{int(time.time())}"
-        ports = kvtest.free_ports(2 * n)
+        ports = kvtest.free_ports(3 * n if split_peer_ports else 2 * n)
         scheme = "https" if tls else "http"
+        # hosts[i]: the address member i listens on (127.0.0.1, or its
+        # network namespace's address, see netfault.NetLab)
+        self.hosts = list(hosts or ["127.0.0.1"] * n)
         self.client_ports = ports[:n]
-        self.peer_ports = ports[n:]
+        # peer_ports are advertised (--initial-cluster); with
+        # split_peer_ports the member listens on peer_listen_ports instead
+        # and a proxy (proxy.PeerProxies) forwards one to the other
+        self.peer_ports = ports[n:2 * n]
+        self.peer_listen_ports = (ports[2 * n:] if split_peer_ports
+                                  else self.peer_ports)
         self.names = [f"m{i}" for i in range(n)]
-        self.client_urls = [f"{scheme}://127.0.0.1:{p}" for p in self.client_ports]
-        self.peer_urls = [f"{scheme}://127.0.0.1:{p}" for p in self.peer_ports]
+        self.client_urls = [f"{scheme}://{h}:{p}"
+                            for h, p in zip(self.hosts, self.client_ports)]
+        self.peer_urls = [f"{scheme}://{h}:{p}"
+                          for h, p in zip(self.hosts, self.peer_ports)]
+        self.peer_listen_urls = [f"{scheme}://{h}:{p}" for h, p in
+                                 zip(self.hosts, self.peer_listen_ports)]
+        # per-member process wrapping, set by a fault environment:
+        # prefix[i] goes before argv (e.g. ip netns exec NS), env[i] is
+        # added to the environment (e.g. LD_PRELOAD=libfaketime)
+        self.prefix = [[] for _ in range(n)]
+        self.env = [{} for _ in range(n)]
+        self.data_dirs = [self.workdir / f"{nm}.data" for nm in self.names]
         self.proc = [None] * n
         self.started = [False] * n
         self.stopped_sig = [False] * n
@@ -103,10 +122,10 @@ class Cluster:
         name = self.names[i]
         cluster = ",".join(f"{nm}={u}" for nm, u in zip(self.names, self.peer_urls))
         a = [self.exe, "--name", name,
-             "--data-dir", self.workdir / f"{name}.data",
+             "--data-dir", self.data_dirs[i],
              "--listen-client-urls", self.client_urls[i],
              "--advertise-client-urls", self.client_urls[i],
-             "--listen-peer-urls", self.peer_urls[i],
+             "--listen-peer-urls", self.peer_listen_urls[i],
              "--initial-advertise-peer-urls", self.peer_urls[i],
              "--initial-cluster", cluster,
              "--initial-cluster-state", "new",
@@ -123,7 +142,7 @@ class Cluster:
                   "--peer-client-cert-auth"]
         if os.path.basename(self.exe) == "etcd":
             a += ["--log-level", "warn"]
-        return a + self.extra_args
+        return list(self.prefix[i]) + a + self.extra_args
 
     def alive(self, i):
         return self.proc[i] is not None and self.proc[i].alive()
@@ -132,6 +151,7 @@ class Cluster:
         """(Re)starts member i with the same data dir and flags."""
         assert not self.alive(i), f"member {i} already running"
         env = dict(os.environ)
+        env.update(self.env[i])
         if self.started[i]:
             self.restarts += 1
         self.proc[i] = self.procs.start(

@@ -10,6 +10,7 @@ any violation, or 2 if a check could not finish (budget) or a run failed.
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -32,7 +33,8 @@ def main():
     ap.add_argument("--duration", type=float, default=20.0,
                     help="seconds of traffic per run")
     ap.add_argument("--scenario", nargs="*", default=None,
-                    help=f"of {', '.join(scenarios.SCENARIOS)}; default "
+                    help=f"of {', '.join(scenarios.SCENARIOS)}, or 'faults' "
+                         f"(every fault scenario) or 'all'; default "
                          f"{' '.join(scenarios.DEFAULT)}")
     ap.add_argument("--runs", type=int, default=1, help="runs per scenario")
     ap.add_argument("--clients", type=int, default=4)
@@ -49,7 +51,18 @@ def main():
                          "(stale reads allowed by etcd); violations are "
                          "then expected")
     a = ap.parse_args()
-    names = a.scenario or scenarios.DEFAULT
+    # SIGTERM/SIGHUP unwind like ^C, so every `finally` (kill the members
+    # by pid, delete namespaces and proxies, unmount tmpfs) runs
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    names = []
+    for n in a.scenario or scenarios.DEFAULT:
+        if n == "all":
+            names += scenarios.DEFAULT + ["kill_once"] + scenarios.FAULTS
+        elif n == "faults":
+            names += scenarios.FAULTS
+        else:
+            names.append(n)
     for n in names:
         if n not in scenarios.SCENARIOS:
             ap.error(f"unknown scenario {n}")
@@ -58,6 +71,7 @@ def main():
     certs = kvtest.make_certs(base / "pki") if a.tls else None
     worst = 0
     total_ops = total_viol = 0
+    summary = {}
     for name in names:
         for r in range(a.runs):
             wd = base / f"{name}-{r}"
@@ -81,8 +95,17 @@ def main():
             nv = len(res["violations"])
             total_ops += res["ops"]
             total_viol += nv
+            nf = len(res["findings"])
+            sm = summary.setdefault(name, [0, 0, 0, 0, 0, 0])
+            sm[0] += 1
+            sm[1] += res["checked"]
+            sm[2] += nv
+            sm[3] += res["lost"]
+            sm[4] += res["verdict"] != "ok"
+            sm[5] += nf
             print(f"scenario={name} ops={res['ops']} checked={res['checked']}"
-                  f" violations={nv} verdict={res['verdict']}"
+                  f" violations={nv} lost={res['lost']} findings={nf}"
+                  f" verdict={res['verdict']}"
                   f" ok={res['ok']} unknown={res['unknown']}"
                   f" failed_reads={res['fail']} restarts={res['restarts']}"
                   f" seed={res['seed']} duration={res['duration']}s",
@@ -93,11 +116,19 @@ def main():
                 print(f"  UNKNOWN: {u}")
             for u in res["notes"]:
                 print(f"  note: {u}")
-            if nv:
+            for f in res["findings"]:
+                print(f"  FINDING: {f}")
+            if nv or nf:
                 print(f"  history: {res['history']}")
                 worst = max(worst, 1)
             elif res["verdict"] == "unknown":
                 worst = max(worst, 2)
+            elif not a.keep:
+                # a passing run's data (3 x 64 MiB preallocated WAL) goes
+                shutil.rmtree(wd, ignore_errors=True)
+    for name, (runs, checked, nv, lost, bad, nf) in summary.items():
+        print(f"summary scenario={name} runs={runs} checked={checked} "
+              f"violations={nv} lost={lost} findings={nf} not_ok={bad}")
     if worst == 0 and total_viol == 0 and not a.keep:
         shutil.rmtree(base, ignore_errors=True)
         where = "removed"

@@ -3,8 +3,14 @@ scenario run.
 
 A nemesis is a function (cluster, stop_event, rnd, log) that injects faults
 until stop_event is set and leaves every member it touched running again.
-Process faults only for now; network partitions, lossy links, disk full,
-torn WAL tails and clock jumps (issue 6) are later work.
+A scenario may also need a fault *environment* (faultenv.py): network
+namespaces, peer proxies, a tmpfs data dir, libfaketime; the runner sets it
+up before the cluster starts and tears it down in a `finally` after every
+member is stopped, also when the run fails. The nemesis reaches it as
+`c.fault`. A nemesis reports a broken expectation (a member that refused
+to start after a torn tail, or started on a mid-log corruption) with
+`c.findings.append(text)`; findings are reported next to the checker's
+violations (run.py exits 1 on either).
 """
 import random
 import tempfile
@@ -13,8 +19,10 @@ import time
 from pathlib import Path
 
 import checker
+import faultenv
 import workload
 from cluster import Cluster
+from nemeses import FAULT_SCENARIOS
 
 
 def _wait(stop, s):
@@ -100,7 +108,51 @@ SCENARIOS = {
     "pause_follower": pause_follower,
     "pause_leader": pause_leader,
 }
+# name -> (nemesis, fault environment class)
+ENVS = {name: faultenv.Env for name in SCENARIOS}
+for _name, (_fn, _env) in FAULT_SCENARIOS.items():
+    SCENARIOS[_name] = _fn
+    ENVS[_name] = _env
 DEFAULT = ["kill_random", "kill_leader", "pause_follower", "pause_leader"]
+FAULTS = list(FAULT_SCENARIOS)
+
+
+def compare_members(c, keys, log, timeout=20.0):
+    """After healing: waits until every member has applied the same raft
+    index, then reads all keys *serializably* (from each member's own
+    store) and compares. Returns violations (a member whose store differs
+    holds data the others never agreed on, or lost some)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            idx = [int(c.status(i, timeout=2.0)["raftAppliedIndex"])
+                   for i in range(c.n)]
+        except Exception as e:  # noqa: BLE001 - retry until the deadline
+            last = f"status: {e}"
+            time.sleep(0.3)
+            continue
+        if len(set(idx)) != 1:
+            last = f"applied indexes differ: {idx}"
+            time.sleep(0.3)
+            continue
+        try:
+            views = [workload.member_view(u, keys, tls=c.client_tls)
+                     for u in c.client_urls]
+        except Exception as e:  # noqa: BLE001
+            last = f"serializable read: {e}"
+            time.sleep(0.3)
+            continue
+        if all(v == views[0] for v in views):
+            log(f"members agree at applied index {idx[0]}, "
+                f"revision {views[0]['_rev']}")
+            return []
+        last = "stores differ: " + "; ".join(
+            f"{c.names[i]}={v}" for i, v in enumerate(views))
+        time.sleep(0.5)
+    if last and last.startswith("stores differ"):
+        return [f"members disagree after healing: {last}"]
+    return [f"members did not converge within {timeout:.0f} s: {last}"]
 
 
 def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
@@ -115,7 +167,6 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
     rnd = random.Random(seed)
     workdir = Path(workdir or tempfile.mkdtemp(prefix=f"rb-{name}-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    c = Cluster(procs, workdir, binary=binary, n=3, tls=tls)
     t0 = time.monotonic()
     events = []
 
@@ -123,7 +174,17 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
         events.append((round(time.monotonic() - t0, 3), msg))
         log(f"  [{name} +{time.monotonic() - t0:5.1f}s] {msg}")
 
+    env = ENVS[name](workdir, rnd, nlog, tls=tls)
+    c = None
+    ops = final = None
+    member_errs = []
     try:
+        env.setup()
+        c = Cluster(procs, workdir, binary=binary, n=3, tls=tls,
+                    **env.cluster_kwargs())
+        c.fault = env
+        c.findings = []
+        env.attach(c)
         c.start_all()
         c.wait_ready(timeout=30)
         stop = threading.Event()
@@ -135,22 +196,37 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
             c.client_urls, duration, clients=clients, tls=c.client_tls,
             seed=rnd.randrange(1 << 30), serializable=serializable)
         stop.set()
-        th.join(30)
+        th.join(60)
+        if th.is_alive():
+            c.findings.append("nemesis did not stop within 60 s")
+        env.heal(c)
         c.heal()
         c.wait_ready(timeout=30)
         final = workload.final_read(c.client_urls, keys, tls=c.client_tls)
+        member_errs = compare_members(c, keys, nlog)
     finally:
-        c.stop_all()
+        try:
+            if c is not None:
+                c.stop_all()
+        finally:
+            env.close()
+            if ops is not None and final is None:  # keep it for a post-mortem
+                workload.save_history(workdir / "history.jsonl", ops)
     hist_path = workdir / "history.jsonl"
+    with open(workdir / "events.txt", "w") as f:
+        f.writelines(f"+{t:.3f}s {m}\n" for t, m in events)
     workload.save_history(hist_path, ops, final)
     res = checker.check_history(ops, final=final, keyspace=keys,
                                 budget=budget)
+    lost = checker.check_final_reads(ops, final)
+    res.violations += member_errs
     counts = {s: sum(1 for o in ops if o["status"] == s)
               for s in ("ok", "unknown", "fail")}
     return {"scenario": name, "seed": seed, "ops": len(ops), **counts,
             "checked": res.checked, "violations": res.violations,
             "unknown_search": res.unknown, "notes": res.notes,
-            "verdict": res.verdict,
+            "verdict": res.verdict, "lost": len(lost),
+            "findings": list(c.findings), "member_errs": member_errs,
             "history": str(hist_path), "events": events,
             "restarts": c.restarts,
             "duration": round(time.monotonic() - t0, 1)}

@@ -266,3 +266,21 @@ def load_history(path):
             else:
                 ops.append(d)
     return ops, final
+
+
+def member_view(endpoint, keys, tls=None, timeout=2.0):
+    """A *serializable* range over all keys served by this member from its
+    own store: {key: (value, mod_rev), "_rev": h}. Used after healing to
+    compare the members' stores with each other."""
+    gw = Gateway(endpoint, tls, timeout)
+    try:
+        r = gw.call("/v3/kv/range", {"key": b64(keys[0]),
+                                     "range_end": b64(keys[-1] + "\x00"),
+                                     "serializable": True})
+    finally:
+        gw.close()
+    out = {k: (None, 0) for k in keys}
+    for kv in r.get("kvs") or []:
+        out[unb64(kv["key"])] = _kv(kv)
+    out["_rev"] = _rev(r)
+    return out
