@@ -319,6 +319,8 @@ int kvd_kwatch_new(struct kvd_server *s, const uint8_t *key, size_t key_len,
 		   const uint8_t *range_end, size_t range_end_len,
 		   int64_t start_revision, kvd_kwatch_fn on_resp, void *data,
 		   struct kvd_kwatch **out);
+/* Holds delivery back (as on_resp returning false) until resumed. */
+void kvd_kwatch_pause(struct kvd_kwatch *kw);
 void kvd_kwatch_resume(struct kvd_kwatch *kw);
 /* Closes the watcher; memory goes in a close callback. NULL allowed. */
 void kvd_kwatch_free(struct kvd_kwatch *kw);
@@ -344,8 +346,7 @@ uint8_t *kvd_conc_key(const uint8_t *pfx, size_t pfx_len, int64_t lease,
 		      size_t *len);
 /* etcd's prefix range end (clientv3.GetPrefixRangeEnd); malloc'd. */
 uint8_t *kvd_prefix_end(const uint8_t *pfx, size_t len, size_t *end_len);
-/* LeaseGrant{TTL: ttl} through ic (Unimplemented while the Lease service
- * is not linked in). */
+/* LeaseGrant{TTL: ttl} through ic (kvd_svc_lease_grant). */
 void kvd_icall_grant(struct kvd_icall *ic, int64_t ttl);
 /* RequestOps pointing at the caller's buffers (op and the request are
  * the caller's, e.g. on the stack; nothing is copied). first_create:
