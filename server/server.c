@@ -194,34 +194,12 @@ static void on_proposed(struct kvraft_propose_req *pr, int status,
 	free(b);
 }
 
+/* Every request is a malloc'd message tree (client messages are unpacked
+ * with the default allocator, the server's own built with malloc). */
 static void free_pending(struct kvd_server *s)
 {
-	for (size_t i = 0; i < s->npending; i++) {
-		Kvdpb__InternalRequest *ir = s->pending[i];
-		ProtobufCMessage *sub = NULL;
-		switch (ir->request_case) {
-		case KVDPB__INTERNAL_REQUEST__REQUEST_PUT:
-			sub = &ir->put->base;
-			break;
-		case KVDPB__INTERNAL_REQUEST__REQUEST_DELETE_RANGE:
-			sub = &ir->delete_range->base;
-			break;
-		case KVDPB__INTERNAL_REQUEST__REQUEST_TXN:
-			sub = &ir->txn->base;
-			break;
-		case KVDPB__INTERNAL_REQUEST__REQUEST_COMPACTION:
-			sub = &ir->compaction->base;
-			break;
-		case KVDPB__INTERNAL_REQUEST__REQUEST_ALARM:
-			sub = &ir->alarm->base;
-			break;
-		default:
-			break;
-		}
-		if (sub != NULL)
-			protobuf_c_message_free_unpacked(sub, NULL);
-		free(ir);
-	}
+	for (size_t i = 0; i < s->npending; i++)
+		protobuf_c_message_free_unpacked(&s->pending[i]->base, NULL);
 	s->npending = 0;
 	s->pending_bytes = 0;
 }
