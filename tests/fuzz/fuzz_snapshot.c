@@ -872,7 +872,9 @@ static void init(void)
 	if (!mkdtemp(base))
 		fail("mkdtemp");
 	atexit(remove_base);
-	snprintf(io.dir, sizeof(io.dir), "%s/snap", base);
+	if (snprintf(io.dir, sizeof(io.dir), "%s/snap", base) >=
+	    (int)sizeof(io.dir))
+		fail("temporary directory name too long");
 	if (mkdir(io.dir, 0700) != 0)
 		fail("mkdir snap");
 	if (uv_loop_init(&loop) != 0)
