@@ -13,10 +13,7 @@
  *   rest     bytes from the peer, fed in chunks (after the preface)
  * Invariants (abort on violation): nothing is written after close; the
  * output starts with a SETTINGS frame; every started call is finished or
- * cancelled exactly once; ASan/UBSan/LeakSanitizer check memory.
- *
- * Build (not yet in tests/fuzz/CMakeLists.txt): like fuzz_http1, with
- * DEPS kvnet kvcommon PkgConfig::NGHTTP2 PkgConfig::UV. */
+ * cancelled exactly once; ASan/UBSan/LeakSanitizer check memory. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
