@@ -1395,6 +1395,100 @@ static void test_map_growth_mid_batch(void **state)
 	fx_free(small);
 }
 
+/* Keys of a lease, counted in the store. */
+static size_t keys_with_lease(struct fx *f, int64_t lease)
+{
+	struct mvcc_arena a = MVCC_ARENA_INIT;
+	struct kv_status st;
+	Etcdserverpb__RangeRequest r = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	Etcdserverpb__RangeResponse *rg;
+	static const uint8_t nul = 0;
+	size_t n = 0;
+
+	r.key.data = (uint8_t *)(uintptr_t)&nul;
+	r.key.len = 1;
+	r.range_end = r.key;
+	assert_int_equal(kv_translate_range(kv_apply_mvcc(f->a), NULL, &r,
+					    &IDS, &a, &rg, &st),
+			 0);
+	for (size_t i = 0; i < rg->n_kvs; i++)
+		n += rg->kvs[i]->lease == lease;
+	mvcc_arena_free(&a);
+	return n;
+}
+
+/* The lessor's key index follows the store through a write txn restarted
+ * for map growth (the aborted half is replayed), a restart, and a move of
+ * a key to another lease: a revoke deletes exactly the keys that still
+ * carry the lease, in one revision. */
+static void test_lease_keys_follow_the_store(void **state)
+{
+	(void)state;
+	struct fx *f = fx_new_opts(256u << 10, 64u << 20);
+	static char big[30000];
+	uint64_t idx = 1;
+	struct batch b;
+
+	memset(big, 'v', sizeof(big) - 1);
+	batch_init(&b);
+	add_grant(&b, SELF, 1, 7, 60);
+	add_grant(&b, SELF, 2, 8, 60);
+	assert_int_equal(apply_batch(f, idx++, 1, &b), 0);
+	for (int e = 0; e < 30; e++) {
+		batch_init(&b);
+		for (int i = 0; i < 8; i++) {
+			char k[32];
+			snprintf(k, sizeof(k), "lk%02d-%d", e, i);
+			add_put(&b, SELF, 100 + e * 10 + i, k,
+				i % 2 ? big : "small", i % 4 == 3 ? 8 : 7);
+		}
+		assert_int_equal(apply_batch(f, idx++, 1, &b), 0);
+		if (e % 5 == 4)
+			assert_int_equal(kv_apply_commit(f->a, e % 10 == 9), 0);
+	}
+	uint64_t used, map;
+	mvcc_size(kv_apply_mvcc(f->a), &used, &map);
+	assert_true(map > (256u << 10)); /* the map grew mid-entry */
+	assert_int_equal(keys_with_lease(f, 7), 30 * 6);
+	assert_int_equal(keys_with_lease(f, 8), 30 * 2);
+	struct kv_lease_info info;
+	assert_int_equal(kv_lessor_info(kv_apply_lessor(f->a), 7, &info), 0);
+	assert_int_equal(info.nkeys, 30 * 6);
+	/* move one key from lease 7 to 8, one to no lease, delete one */
+	batch_init(&b);
+	add_put(&b, SELF, 500, "lk00-0", "moved", 8);
+	add_put(&b, SELF, 501, "lk00-2", "free", 0);
+	add_del(&b, SELF, 502, "lk00-4", NULL);
+	assert_int_equal(apply_batch(f, idx++, 1, &b), 0);
+	/* restart: the index is rebuilt from the store */
+	assert_int_equal(kv_apply_commit(f->a, true), 0);
+	kv_apply_close(f->a);
+	f->rec.last_index = 0;
+	fx_open(f);
+	assert_int_equal(kv_lessor_info(kv_apply_lessor(f->a), 7, &info), 0);
+	assert_int_equal(info.nkeys, 30 * 6 - 3);
+	assert_int_equal(info.ttl, 60);
+	struct mvcc_arena ar = MVCC_ARENA_INIT;
+	struct mvcc_kv *kvs;
+	size_t n;
+	assert_int_equal(kv_apply_lease_keys(f->a, 8, &ar, &kvs, &n), 0);
+	assert_int_equal(n, 30 * 2 + 1);
+	assert_memory_equal(kvs[0].key, "lk00-0", 6); /* sorted */
+	mvcc_arena_free(&ar);
+	int64_t rev = mvcc_revision(kv_apply_mvcc(f->a));
+	rec_clear(&f->rec);
+	batch_init(&b);
+	add_revoke(&b, SELF, 600, 7);
+	assert_int_equal(apply_batch(f, idx++, 1, &b), 0);
+	assert_int_equal(f->rec.v[0].err, 0);
+	assert_int_equal(f->rec.v[0].revision, rev + 1);
+	assert_int_equal(keys_with_lease(f, 7), 0);
+	assert_int_equal(keys_with_lease(f, 8), 30 * 2 + 1);
+	assert_false(kv_lessor_exists(kv_apply_lessor(f->a), 7));
+	assert_true(mvcc_invariants_ok(kv_apply_mvcc(f->a)));
+	fx_free(f);
+}
+
 /* ---- quota ---------------------------------------------------------------------- */
 
 static void test_quota_nospace(void **state)
@@ -1725,6 +1819,7 @@ int main(void)
 		cmocka_unit_test(test_leases),
 		cmocka_unit_test(test_determinism_restart),
 		cmocka_unit_test(test_map_growth_mid_batch),
+		cmocka_unit_test(test_lease_keys_follow_the_store),
 		cmocka_unit_test(test_quota_nospace),
 		cmocka_unit_test(test_snapshot_roundtrip),
 		cmocka_unit_test(test_snapshot_corrupt_refused),
