@@ -33,7 +33,7 @@ struct lease {
 	int64_t ttl, remaining;
 	uint64_t expiry;   /* NO_DEADLINE unless primary */
 	uint64_t deadline; /* heap key: expiry, or when to ask again */
-	uint64_t next_cp;  /* next checkpoint not before */
+	uint64_t next_cp;  /* next checkpoint not before; 0: not scheduled */
 	uint64_t clear_at; /* last clear-checkpoint request */
 	size_t heap_i;
 	bool revoking, stale;
@@ -236,7 +236,6 @@ int kv_lessor_grant(struct kv_lessor *l, int64_t id, int64_t ttl,
 		uint64_t now = kv_now_ms();
 		e->expiry = now + ttl_ms(remaining > 0 ? remaining : ttl);
 		e->deadline = e->expiry;
-		e->next_cp = now;
 		if (heap_push(l, e) != 0) {
 			free(e);
 			return KV_ENOMEM;
@@ -481,7 +480,7 @@ void kv_lessor_promote(struct kv_lessor *l, uint64_t extend_ms)
 			e->expiry = now + ttl_ms(left) + extend_ms;
 			e->deadline = e->expiry;
 			e->revoking = false;
-			e->next_cp = now;
+			e->next_cp = 0;
 			e->heap_i = NOT_IN_HEAP;
 			if (heap_push(l, e) != 0) {
 				/* cannot track it: never expires here */
@@ -551,6 +550,11 @@ size_t kv_lessor_checkpoints(struct kv_lessor *l, uint64_t interval_ms,
 		for (struct lease *e = l->lb[b]; e != NULL && n < max;
 		     e = e->hnext) {
 			seen++;
+			if (e->next_cp == 0) {
+				/* first checkpoint one interval from now */
+				e->next_cp = now + interval_ms;
+				continue;
+			}
 			if (e->revoking || e->expiry == NO_DEADLINE ||
 			    e->expiry <= now + interval_ms || e->next_cp > now)
 				continue;

@@ -181,8 +181,11 @@ static void test_leader_expiry_renew_checkpoint(void **state)
 	assert_int_equal(kv_lessor_expired(l, ids, 1, 5000), 1);
 	assert_int_equal(kv_lessor_expired(l, ids, 1, 5000), 1);
 	assert_int_equal(kv_lessor_expired(l, ids, 1, 5000), 0);
-	/* checkpoints: only leases with more than the interval left */
+	/* checkpoints: only leases with more than the interval left, the
+	 * first one an interval after the lease was seen */
 	int64_t rem[8];
+	assert_int_equal(kv_lessor_checkpoints(l, 1000, 100, ids, rem, 8), 0);
+	sleep_ms(1050);
 	n = kv_lessor_checkpoints(l, 1000, 100, ids, rem, 8);
 	assert_int_equal(n, 1);
 	assert_int_equal(ids[0], 3);
