@@ -46,6 +46,9 @@ def main():
                     help="directory for data, logs and histories "
                          "(default: a temp dir, removed on success)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--interleave", action="store_true",
+                    help="run 1 of every scenario, then 2, ... (a soak cut "
+                         "short has about as many runs of each)")
     ap.add_argument("--plant-serializable-reads", action="store_true",
                     help="checker validation: make gets serializable "
                          "(stale reads allowed by etcd); violations are "
@@ -72,8 +75,10 @@ def main():
     worst = 0
     total_ops = total_viol = 0
     summary = {}
-    for name in names:
-        for r in range(a.runs):
+    order = ([(n, r) for r in range(a.runs) for n in names] if a.interleave
+             else [(n, r) for n in names for r in range(a.runs)])
+    for name, r in order:
+        if True:
             wd = base / f"{name}-{r}"
             pm = kvtest.ProcessManager(wd)
             wd.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,10 @@ DEFAULT = ["kill_random", "kill_leader", "pause_follower", "pause_leader"]
 FAULTS = list(FAULT_SCENARIOS)
 
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "WARNING: ThreadSanitizer")
+
+
 def compare_members(c, keys, log, timeout=20.0):
     """After healing: waits until every member has applied the same raft
     index, then reads all keys *serializably* (from each member's own
@@ -188,13 +192,17 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
         c.start_all()
         c.wait_ready(timeout=30)
         stop = threading.Event()
+        # each thread gets its own generator (drawn here, in order), so a
+        # seed replays the same nemesis choices
+        wl_seed = rnd.randrange(1 << 30)
+        nem_rnd = random.Random(rnd.randrange(1 << 30))
         th = threading.Thread(target=nemesis, daemon=True,
-                              args=(c, stop, rnd, nlog),
+                              args=(c, stop, nem_rnd, nlog),
                               kwargs=nemesis_kwargs or {})
         th.start()
         ops, keys = workload.run_workload(
             c.client_urls, duration, clients=clients, tls=c.client_tls,
-            seed=rnd.randrange(1 << 30), serializable=serializable)
+            seed=wl_seed, serializable=serializable)
         stop.set()
         th.join(60)
         if th.is_alive():
@@ -212,6 +220,15 @@ def run_scenario(procs, name, binary="etcd", duration=10.0, clients=4,
             env.close()
             if ops is not None and final is None:  # keep it for a post-mortem
                 workload.save_history(workdir / "history.jsonl", ops)
+    for p in c.procs.procs if c is not None else []:
+        text = p.log_text(100000)
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                summ = [ln for ln in text.splitlines()
+                        if ln.startswith("SUMMARY:")]
+                c.findings.append(f"{p.name}: '{marker}' in {p.log_path}"
+                                  + (f": {summ[0]}" if summ else ""))
+                break
     hist_path = workdir / "history.jsonl"
     with open(workdir / "events.txt", "w") as f:
         f.writelines(f"+{t:.3f}s {m}\n" for t, m in events)
