@@ -61,7 +61,8 @@ def main():
     names = []
     for n in a.scenario or scenarios.DEFAULT:
         if n == "all":
-            names += scenarios.DEFAULT + ["kill_once"] + scenarios.FAULTS
+            names += (scenarios.DEFAULT + ["kill_once", "none"] +
+                      scenarios.FAULTS)
         elif n == "faults":
             names += scenarios.FAULTS
         else:
