@@ -525,9 +525,22 @@ void kvd_lease_tick(struct kvd_server *s, uint64_t elapsed_ms)
 	       s->lease_fwd_first->deadline <= now)
 		fwd_fail(s, s->lease_fwd_first, KV_GRPC_UNAVAILABLE,
 			 "etcdserver: request timed out");
+	uint64_t last = s->lease_tick_at;
+	s->lease_tick_at = now;
 	if (!kvd_serving(s) || !sync_role(s))
 		return;
 	struct kv_lessor *l = lessor_of(s);
+	if (now - last > s->cfg->election_ms) {
+		/* The loop stalled (a slow disk, a stop signal): keep-alives
+		 * may be waiting unread in sockets. Do not expire leases for
+		 * our own absence (etcd #15247): restart every lease from its
+		 * remaining TTL plus the grace, as a new leader would. */
+		KV_WARN(MOD, "loop stalled: leases restarted from their "
+			"remaining TTL", "stall_ms=%llu",
+			(unsigned long long)(now - last));
+		kv_lessor_demote(l);
+		kv_lessor_promote(l, s->cfg->election_ms);
+	}
 	size_t max = (size_t)(REVOKE_RATE * elapsed_ms / 1000);
 	if (max == 0)
 		max = 1;

@@ -1147,6 +1147,8 @@ int kvd_server_run(const struct kvd_config *cfg)
 			 cfg->listen_client_urls, kv_errname(rv));
 		goto fail;
 	}
+	uv_update_time(&s->loop);
+	s->lease_tick_at = uv_now(&s->loop);
 	uv_timer_start(&s->tick, on_tick, COMMIT_INTERVAL_MS,
 		       COMMIT_INTERVAL_MS);
 	uv_prepare_start(&s->prepare, on_prepare);

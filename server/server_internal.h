@@ -144,6 +144,7 @@ struct kvd_server {
 	/* lease_service.c */
 	struct lease_fwd *lease_fwd_first, *lease_fwd_last;
 	uint64_t lease_fwd_seq;
+	uint64_t lease_tick_at; /* uv_now of the last lease tick */
 	struct ka_stream *lease_streams;
 
 	struct mvcc_arena arena; /* responses built on the loop */
@@ -267,6 +268,11 @@ struct kvd_icall {
 	int code;
 	char msg[256];
 	ProtobufCMessage *resp;
+	/* kvd_icall_read: a copy of the request, to retry while the
+	 * cluster has no leader (Unavailable) until retry_deadline, as
+	 * clientv3 retries a Range. */
+	ProtobufCMessage *retry_msg;
+	uint64_t retry_deadline;
 };
 /* A new call (NULL when out of memory); on_done(ic) runs once per
  * started request, later, on the loop. */
@@ -277,7 +283,9 @@ struct kvd_icall *kvd_icall_new(struct kvd_server *s, kvd_icall_fn on_done,
  * is freed). */
 void kvd_icall_run(struct kvd_icall *ic, kvd_service_fn fn,
 		   ProtobufCMessage *req);
-/* kvd_propose / kvd_read through ic (take msg). */
+/* kvd_propose / kvd_read through ic (take msg). A linearizable read is
+ * retried (every 100 ms, for up to the request timeout) while it fails
+ * with Unavailable and the member is not stopping. */
 void kvd_icall_propose(struct kvd_icall *ic,
 		       Kvdpb__InternalRequest__RequestCase type,
 		       ProtobufCMessage *msg);

@@ -435,3 +435,38 @@ def test_leases_survive_restart(tmp_path_factory, certs, bin_dir):
                        what="revoked after restart")
     finally:
         stop_cluster(c)
+
+
+def test_leader_stall_does_not_expire_kept_leases(tmp_path_factory, certs,
+                                                  bin_dir):
+    """A leader whose loop stalls longer than a lease's TTL (SIGSTOP here,
+    a slow disk in life) does not expire leases for its own absence (etcd
+    #15247: the clients' keep-alives could not be read): after the stall
+    every lease restarts from its remaining TTL plus the grace, so a
+    keep-alive that arrives right after still finds it; an unkept lease
+    still expires afterwards."""
+    root = tmp_path_factory.mktemp("kvd-lease-stall")
+    pm = kvtest.ProcessManager(root)
+    c = Cluster(pm, certs, bin_dir, root, n=1)
+    c.pm = pm
+    c.start()
+    try:
+        m = c.members[0]
+        kept = int(grant(m, 2)["ID"])
+        put_lease(m, "ls/kept", "1", kept)
+        # the leader's lessor runs: the TTL counts down
+        assert int(ttl_of(m, kept)["TTL"]) in (0, 1, 2)
+        m.proc.signal(signal.SIGSTOP)
+        try:
+            time.sleep(3)  # longer than the TTL
+        finally:
+            m.proc.signal(signal.SIGCONT)
+        time.sleep(0.2)  # the member's tick runs first
+        r = m.post("/v3/lease/keepalive", {"ID": kept})
+        assert json.loads(r.text)["result"].get("TTL") == "2", r.text
+        assert keys_with(m, "ls/") == ["ls/kept"]
+        # nobody keeps it alive now: it expires
+        wait_until(lambda: keys_with(m, "ls/") == [], timeout=10,
+                   what="the lease to expire after the stall")
+    finally:
+        stop_cluster(c)
