@@ -22,6 +22,8 @@
 #define MOD "icall"
 /* How often a waiting watcher looks for the member stopping. */
 #define STOP_POLL_MS 500
+/* Pause between two tries of a read that found no leader. */
+#define RETRY_MS 100
 
 ProtobufCMessage *kvd_pb_clone(const ProtobufCMessage *m)
 {
@@ -71,9 +73,36 @@ static void ic_respond(struct kvd_call *c, const ProtobufCMessage *msg)
 	icall_deliver(ic);
 }
 
+static void on_icall_retry(uv_timer_t *t)
+{
+	struct kvd_icall *ic = t->data;
+	ProtobufCMessage *m;
+	if (ic->closing || !ic->pending)
+		return;
+	m = kvd_pb_clone(ic->retry_msg);
+	if (m == NULL || !kvd_serving(ic->call.s)) {
+		if (m != NULL)
+			protobuf_c_message_free_unpacked(m, NULL);
+		ic->code = KV_GRPC_UNAVAILABLE;
+		snprintf(ic->msg, sizeof(ic->msg), "etcdserver: server stopped");
+		ic->pending = false;
+		ic->on_done(ic); /* may free ic */
+		return;
+	}
+	kvd_read(ic->call.s, &ic->call, m, false, false);
+}
+
 static void ic_fail(struct kvd_call *c, int code, const char *msg)
 {
 	struct kvd_icall *ic = icall_of(c);
+	struct kvd_server *s = c->s;
+	if (code == KV_GRPC_UNAVAILABLE && ic->retry_msg != NULL &&
+	    !s->stopping && kvd_serving(s) &&
+	    uv_now(&s->loop) + RETRY_MS < ic->retry_deadline) {
+		/* still pending: the timer sends the read again */
+		uv_timer_start(&ic->timer, on_icall_retry, RETRY_MS, 0);
+		return;
+	}
 	ic->code = code != 0 ? code : KV_GRPC_UNKNOWN;
 	snprintf(ic->msg, sizeof(ic->msg), "%s", msg ? msg : "");
 	icall_deliver(ic);
@@ -106,7 +135,10 @@ static void icall_begin(struct kvd_icall *ic)
 	uv_timer_stop(&ic->timer);
 	if (ic->resp != NULL)
 		protobuf_c_message_free_unpacked(ic->resp, NULL);
+	if (ic->retry_msg != NULL)
+		protobuf_c_message_free_unpacked(ic->retry_msg, NULL);
 	ic->resp = NULL;
+	ic->retry_msg = NULL;
 	ic->code = 0;
 	ic->msg[0] = '\0';
 	ic->call.on_abort = NULL;
@@ -159,6 +191,12 @@ void kvd_icall_read(struct kvd_icall *ic, ProtobufCMessage *msg, bool txn)
 			"etcdserver: server stopped");
 		return;
 	}
+	if (!txn) {
+		/* on no memory for the copy, the read is simply not retried */
+		ic->retry_msg = kvd_pb_clone(msg);
+		ic->retry_deadline =
+			uv_now(&ic->call.s->loop) + ic->call.s->request_timeout_ms;
+	}
 	kvd_read(ic->call.s, &ic->call, msg, txn, false);
 }
 
@@ -167,6 +205,8 @@ static void on_icall_closed(uv_handle_t *h)
 	struct kvd_icall *ic = h->data;
 	if (ic->resp != NULL)
 		protobuf_c_message_free_unpacked(ic->resp, NULL);
+	if (ic->retry_msg != NULL)
+		protobuf_c_message_free_unpacked(ic->retry_msg, NULL);
 	free(ic);
 }
 
@@ -572,8 +612,12 @@ uint8_t *kvd_prefix_end(const uint8_t *pfx, size_t len, size_t *end_len)
 
 void kvd_conc_fail(struct kvd_call *c, int code, const char *msg)
 {
-	kvd_call_fail(c, code == KV_GRPC_UNIMPLEMENTED ? code : KV_GRPC_UNKNOWN,
-		      msg);
+	/* a stopping member says Unavailable, as etcd's closing gRPC server
+	 * does, so that clients go to another member */
+	bool keep = code == KV_GRPC_UNIMPLEMENTED ||
+		    (code == KV_GRPC_UNAVAILABLE && c->s != NULL &&
+		     c->s->stopping);
+	kvd_call_fail(c, keep ? code : KV_GRPC_UNKNOWN, msg);
 }
 
 /* ---- requests of clientv3/concurrency ------------------------------------ */

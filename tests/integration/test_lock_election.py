@@ -717,3 +717,38 @@ def test_python_etcd3_lock(cluster, certs):
     finally:
         c0.close()
         c2.close()
+
+
+# ---- last: kills and restarts a member -------------------------------------------
+
+def test_lock_waiter_survives_leader_kill(cluster, pb):
+    """leases: a Lock waiting on a follower keeps waiting across a leader
+    kill (SIGKILL) and acquires once the holder unlocks through the new
+    leader. The killed member is restarted for any later test."""
+    lead = cluster.leader()
+    fol = [m for m in cluster.live() if m is not lead]
+    l1, l2 = lease(fol[0]), lease(fol[0])
+    idx = cluster.members.index(fol[1])
+    with channel(cluster, idx) as ch:
+        lock = unary(ch, "/v3lockpb.Lock/Lock", pb.lock.LockResponse)
+        r1 = lock(pb.lock.LockRequest(name=b"klk", lease=l1), timeout=10)
+        fut = lock.future(pb.lock.LockRequest(name=b"klk", lease=l2),
+                          timeout=60)
+        wait_until(lambda: len(keys_under(fol[0], "klk/")) == 2,
+                   timeout=10, what="the waiter's key")
+        lead.proc.kill()
+        try:
+            cluster.wait_leader(timeout=30)
+            assert not fut.done()
+            wait_until(lambda: fol[0].post("/v3/lock/unlock",
+                                           {"key": b64(r1.key)},
+                                           timeout=5).status_code == 200,
+                       timeout=20, what="unlock through the new leader")
+            r2 = fut.result(timeout=20)
+            assert r2.key == lock_key("klk", l2).encode()
+            unary(ch, "/v3lockpb.Lock/Unlock", pb.lock.UnlockResponse)(
+                pb.lock.UnlockRequest(key=r2.key), timeout=10)
+        finally:
+            lead.start()
+            lead.wait_listening()
+            cluster.wait_leader(timeout=30)
