@@ -306,6 +306,33 @@ def clock_jump_mono(c, stop, rnd, log):
     _clock(c, stop, rnd, log, MONO_JUMPS)
 
 
+def clock_back_restart(c, stop, rnd, log):
+    """kill -9 the member under libfaketime every 1-2 s and restart it with
+    its wall clock set back by about the time it was down plus 0-0.6 s
+    (a machine whose clock is behind after a reboot), so the restarted
+    member's wall clock re-lives the last moments of its previous life
+    while the entries that life proposed are still being applied. Ids
+    drawn from the wall clock (request ids, lease ids) repeat then."""
+    env = c.fault
+    v = env.victim
+    off = 0.0
+    while not stop.wait(rnd.uniform(1, 2)):
+        t = time.monotonic()
+        c.kill9(v)
+        stop.wait(rnd.uniform(0.1, 0.4))
+        down = time.monotonic() - t
+        off -= down + rnd.uniform(0.0, 0.6)
+        env.set_clock(f"{off:+.3f}")
+        c.proc[v].stop()
+        c.start(v)
+        log(f"kill -9 member {v}, restarted after {down:.2f}s with its "
+            f"wall clock at {off:+.3f}s")
+        if not _wait_member(c, v, 10):
+            c.findings.append(f"clock_back_restart: member {v} did not "
+                              f"restart:\n{_log_tail(c, v)}")
+            return
+
+
 FAULT_SCENARIOS = {
     "partition_leader": (partition_leader, faultenv.NetnsEnv),
     "partition_split": (partition_split, faultenv.NetnsEnv),
@@ -319,4 +346,5 @@ FAULT_SCENARIOS = {
     "flip_store": (flip_store, faultenv.Env),
     "clock_jump": (clock_jump, faultenv.ClockEnv),
     "clock_jump_mono": (clock_jump_mono, faultenv.ClockMonoEnv),
+    "clock_back_restart": (clock_back_restart, faultenv.ClockEnv),
 }
