@@ -424,6 +424,12 @@ void kvd_svc_resign(struct kvd_server *s, struct kvd_call *c,
 extern const struct grpc_handler kvd_observe_grpc_h;
 /* POST /v3/election/observe on HTTP/1.1: a chunked answer. */
 void kvd_observe_http(struct kvd_server *s, struct http_request *req);
+/* The same on HTTP/2, as kvd_watch_h2: once the request body is complete;
+ * installs its own stream handler (the caller's handler and user data are
+ * no longer used after this returns); body is only read during the
+ * call. */
+void kvd_observe_h2(struct kvd_server *s, struct h2_stream *st,
+		    const unsigned char *body, size_t len);
 /* ---- end of the v3lock / v3election block ---- */
 
 /* server.c */

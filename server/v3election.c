@@ -199,7 +199,12 @@ static void on_camp_waited(void *data, int code, const char *msg,
 static void camp_wait(struct camp_op *op)
 {
 	if (op->c == NULL) {
-		camp_resign(op);
+		/* the client left during a txn: take back a key we put, leave
+		 * one that was there before (as etcd, whose Txn fails then) */
+		if (op->created)
+			camp_resign(op);
+		else
+			camp_free(op);
 		return;
 	}
 	op->state = C_WAIT;
@@ -586,7 +591,7 @@ void kvd_svc_leader(struct kvd_server *s, struct kvd_call *c,
 
 /* ---- Observe ------------------------------------------------------------ */
 
-enum obs_kind { OBS_GRPC, OBS_HTTP };
+enum obs_kind { OBS_GRPC, OBS_HTTP, OBS_H2 };
 enum obs_state {
 	O_GET,      /* reading the current leader */
 	O_WAIT_PUT, /* no leader: watching the prefix for a candidate */
@@ -605,6 +610,7 @@ struct obs_op {
 	enum obs_state state;
 	struct grpc_call *gc;     /* OBS_GRPC */
 	struct http_request *req; /* OBS_HTTP */
+	struct h2_stream *st;     /* OBS_H2 */
 	struct kvd_icall *ic;
 	struct kvd_kwatch *kw;
 	struct omsg *qhead, *qtail;
@@ -614,6 +620,7 @@ struct obs_op {
 };
 
 static void obs_get(struct obs_op *o);
+static const struct h2_stream_handler o2_handler;
 
 static void obs_free(struct obs_op *o)
 {
@@ -638,6 +645,13 @@ static void obs_end(struct obs_op *o, int code, const char *msg)
 		grpc_call_set_user(gc, NULL);
 		obs_free(o);
 		grpc_call_finish(gc, code, msg);
+	} else if (o->kind == OBS_H2) {
+		struct h2_stream *st = o->st;
+		h2_stream_set_handler(st, &o2_handler, NULL);
+		obs_free(o);
+		/* what is queued goes out first, then END_STREAM */
+		if (h2_stream_end(st, NULL, 0) != 0)
+			h2_stream_reset(st, H2_INTERNAL_ERROR);
 	} else {
 		struct http_request *req = o->req;
 		req->user = NULL;
@@ -663,9 +677,13 @@ static bool obs_pump(struct obs_op *o)
 {
 	while (o->qhead != NULL) {
 		struct omsg *m = o->qhead;
-		int rv = o->kind == OBS_GRPC
-				 ? grpc_call_send(o->gc, m->data, m->len)
-				 : http_stream_write(o->req, m->data, m->len);
+		int rv;
+		if (o->kind == OBS_GRPC)
+			rv = grpc_call_send(o->gc, m->data, m->len);
+		else if (o->kind == OBS_H2)
+			rv = h2_stream_write(o->st, m->data, m->len);
+		else
+			rv = http_stream_write(o->req, m->data, m->len);
 		if (rv == KV_EAGAIN)
 			return false;
 		if (rv != 0)
@@ -993,5 +1011,104 @@ void kvd_observe_http(struct kvd_server *s, struct http_request *req)
 	req->user = o;
 	req->on_abort = oh_abort;
 	req->on_writable = oh_writable;
+	obs_get(o);
+}
+
+/* ---- POST /v3/election/observe on HTTP/2 -------------------------------- */
+
+/* oh_headers, lowercase: the answer is open-ended and ends with the
+ * stream. */
+static const struct h2_header o2_headers[] = {
+	{ "access-control-allow-headers",
+	  "accept, content-type, authorization" },
+	{ "access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE" },
+	{ "access-control-allow-origin", "*" },
+	{ "content-type", "application/json" },
+};
+
+static void o2_data(struct h2_stream *st, const unsigned char *p, size_t n)
+{
+	(void)p; /* the body was complete when the stream was handed over */
+	h2_stream_consume(st, n);
+}
+
+static void o2_writable(struct h2_stream *st)
+{
+	struct obs_op *o = h2_stream_user(st);
+	if (o != NULL)
+		obs_writable(o);
+}
+
+static void o2_close(struct h2_stream *st, uint32_t code)
+{
+	(void)code;
+	struct obs_op *o = h2_stream_user(st);
+	if (o != NULL)
+		obs_free(o);
+}
+
+static const struct h2_stream_handler o2_handler = {
+	.on_data = o2_data,
+	.on_writable = o2_writable,
+	.on_close = o2_close,
+};
+
+static void o2_error(struct h2_stream *st, int status, int code,
+		     const char *msg)
+{
+	json_t *j = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
+			      "code", code);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	char clen[24];
+	struct h2_header h[] = {
+		{ "content-type", "application/json" },
+		{ "content-length", clen },
+	};
+	size_t len = text != NULL ? strlen(text) : 0;
+	snprintf(clen, sizeof(clen), "%zu", len);
+	if (text == NULL || h2_stream_respond(st, status, h, 2, false) != 0 ||
+	    h2_stream_write(st, text, len) != 0 ||
+	    h2_stream_end(st, NULL, 0) != 0)
+		h2_stream_reset(st, H2_INTERNAL_ERROR);
+	free(text);
+}
+
+void kvd_observe_h2(struct kvd_server *s, struct h2_stream *st,
+		    const unsigned char *body, size_t len)
+{
+	/* the stream is ours from here on */
+	h2_stream_set_handler(st, &o2_handler, NULL);
+	if (!kvd_serving(s) || s->watch == NULL) {
+		o2_error(st, 503, KV_GRPC_UNAVAILABLE,
+			 "etcdserver: server stopped");
+		return;
+	}
+	char err[256];
+	ProtobufCMessage *m = NULL;
+	int rv = kvjson_decode_ex(&v3electionpb__leader_request__descriptor,
+				  (const char *)body, len, KVJSON_ALLOW_UNKNOWN,
+				  NULL, &m, NULL, err, sizeof(err));
+	if (rv != 0) {
+		o2_error(st, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		return;
+	}
+	struct obs_op *o =
+		obs_new(s, (const V3electionpb__LeaderRequest *)m, OBS_H2);
+	protobuf_c_message_free_unpacked(m, NULL);
+	if (o == NULL) {
+		o2_error(st, 429, KV_GRPC_RESOURCE_EXHAUSTED,
+			 "etcdserver: too many requests");
+		return;
+	}
+	if (h2_stream_respond(st, 200, o2_headers,
+			      sizeof(o2_headers) / sizeof(o2_headers[0]),
+			      false) != 0) {
+		obs_free(o);
+		h2_stream_reset(st, H2_INTERNAL_ERROR);
+		return;
+	}
+	o->st = st;
+	h2_stream_set_handler(st, &o2_handler, o);
 	obs_get(o);
 }
