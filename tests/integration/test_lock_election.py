@@ -155,6 +155,51 @@ def test_lock_two_contenders_grpc(cluster, pb):
     assert keys_under(m0, "glk/") == []
 
 
+def test_lock_mutual_exclusion(cluster, pb):
+    """leases: twelve contenders on three members each take the lock once,
+    never two at a time."""
+    m0 = cluster.members[0]
+    n = 12
+    leases = [lease(m0) for _ in range(n)]
+    chans = [channel(cluster, i) for i in range(3)]
+    holding = []
+    order = []
+    errors = []
+    mu = threading.Lock()
+
+    def worker(i):
+        ch = chans[i % 3]
+        try:
+            r = unary(ch, "/v3lockpb.Lock/Lock", pb.lock.LockResponse)(
+                pb.lock.LockRequest(name=b"mx", lease=leases[i]), timeout=60)
+            with mu:
+                holding.append(i)
+                if len(holding) > 1:
+                    errors.append(f"{holding} hold the lock together")
+            time.sleep(0.05)
+            with mu:
+                holding.remove(i)
+                order.append(r.key)
+            unary(ch, "/v3lockpb.Lock/Unlock", pb.lock.UnlockResponse)(
+                pb.lock.UnlockRequest(key=r.key), timeout=10)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+    try:
+        ts = [threading.Thread(target=worker, args=(i,), daemon=True)
+              for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+        assert not errors, errors
+        assert sorted(order) == sorted(lock_key("mx", x).encode()
+                                       for x in leases)
+    finally:
+        for ch in chans:
+            ch.close()
+    assert keys_under(m0, "mx/") == []
+
+
 def test_lock_released_when_lease_revoked(cluster, pb):
     """leases: revoking the holder's lease deletes its key and the next
     waiter acquires."""
