@@ -625,6 +625,49 @@ static uint64_t count_free_pages(struct mvcc *m)
 	return n;
 }
 
+/* Disk blocks kept allocated beyond what a write txn may touch: covers
+ * what the per-op estimate does not see (copy-on-write path copies,
+ * freelist pages at commit, compaction batches). */
+#define ALLOC_MARGIN (16ull << 20)
+
+/* With MDB_WRITEMAP, LMDB writes dirty pages through a shared mapping of a
+ * sparse data.mdb; on a full disk the kernel answers a write to a hole
+ * with SIGBUS, not ENOSPC. So the file gets its blocks (posix_fallocate)
+ * before LMDB may touch them: up to want bytes (rounded up, at least 16
+ * MiB ahead, never past the map). No space is fail-stop with a message
+ * naming the file. */
+static int ensure_allocated(struct mvcc *m, uint64_t want)
+{
+	if (!m->writemap || want <= m->allocated)
+		return 0;
+	uint64_t target = want;
+	if (target < m->allocated + ALLOC_MARGIN)
+		target = m->allocated + ALLOC_MARGIN;
+	target = (target + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+	if (target > m->map_size)
+		target = m->map_size;
+	if (target <= m->allocated)
+		return 0;
+	int fd;
+	if (mdb_env_get_fd(m->env, &fd) != 0)
+		return KV_EINVAL;
+	int err = posix_fallocate(fd, (off_t)m->allocated,
+				  (off_t)(target - m->allocated));
+	if (err != 0) {
+		KV_ERROR(MOD, err == ENOSPC ? "no space left on device for the "
+					      "store; stopping"
+					    : "cannot allocate store file "
+					      "blocks; stopping",
+			 "file=%s/data.mdb from=%llu to=%llu err=%s", m->dir,
+			 (unsigned long long)m->allocated,
+			 (unsigned long long)target, strerror(err));
+		m->failed = KV_EIO;
+		return KV_EFAILSTOP;
+	}
+	m->allocated = target;
+	return 0;
+}
+
 /* Checks that bytes more data fit in the map before anything is changed.
  * KV_EAGAIN: commit, begin (the map grows there) and retry; KV_EFULL: at
  * the quota. */
@@ -635,7 +678,8 @@ static int reserve(struct mvcc *m, uint64_t bytes)
 	for (;;) {
 		if (m->used_at_begin + m->txn_est + need <= m->map_size) {
 			m->txn_est += need;
-			return 0;
+			return ensure_allocated(m, m->hw_begin + m->txn_est +
+							   ALLOC_MARGIN);
 		}
 		if (m->free_counted)
 			break;
@@ -2369,6 +2413,7 @@ static int env_setup(struct mvcc *m)
 	MDB_stat st;
 	int rc;
 
+	m->allocated = 0; /* a new env: blocks are checked again */
 	rc = mvcc_from_mdb(mdb_env_create(&m->env));
 	if (rc != 0) {
 		m->env = NULL;
@@ -2641,11 +2686,19 @@ int mvcc_begin_write(struct mvcc *m)
 	}
 	mdb_env_info(m->env, &info);
 	m->used_at_begin = ((uint64_t)info.me_last_pgno + 1) * m->pagesize;
+	m->hw_begin = m->used_at_begin;
 	/* Room for the txn's first path copies, splits and freelist pages,
 	 * which a per-op estimate does not see. */
 	m->txn_est = 64 * (uint64_t)m->pagesize;
 	m->free_counted = false;
-	return 0;
+	rc = ensure_allocated(m, m->hw_begin + m->txn_est + ALLOC_MARGIN);
+	if (rc != 0) {
+		mdb_cursor_close(m->wcur);
+		mdb_txn_abort(m->wtxn);
+		m->wtxn = NULL;
+		m->wcur = NULL;
+	}
+	return rc;
 }
 
 int mvcc_commit(struct mvcc *m, bool sync)

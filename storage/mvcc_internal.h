@@ -69,6 +69,11 @@ struct mvcc {
 	/* Space accounting for the open write txn. */
 	uint64_t used_at_begin; /* bytes in use when it began */
 	uint64_t txn_est;       /* estimated bytes dirtied since */
+	uint64_t hw_begin;      /* file high-water mark when it began */
+	/* With MDB_WRITEMAP: bytes of data.mdb known to have disk blocks
+	 * (posix_fallocate'd), so writes through the map never meet a hole
+	 * on a full disk (SIGBUS). Kept ahead of the high-water mark. */
+	uint64_t allocated;
 	bool free_counted;
 	bool want_grow;
 

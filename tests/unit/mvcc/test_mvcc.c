@@ -12,6 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -1859,6 +1863,107 @@ static void test_concurrent_readers_see_whole_commits(void **state)
 	assert_int_equal(mvcc_begin_write(f->m), 0);
 }
 
+/* With MDB_WRITEMAP a full disk must not reach LMDB as SIGBUS (a write
+ * through the map into a hole the file system cannot fill): the store
+ * allocates data.mdb's blocks ahead of use and stops cleanly when it
+ * cannot. The store lives on a 160 MiB tmpfs (the tests run as root, as in
+ * CI), its map is 256 MiB; the writer runs in a child process. */
+static int disk_full_child(const char *dir)
+{
+	struct mvcc_options o = { 0 };
+	struct mvcc *m;
+	static char val[200000];
+	int rc = 0, puts = 0;
+
+	o.initial_map_bytes = 256u << 20; /* far above the file system */
+	o.quota_bytes = 256u << 20;
+	if (mvcc_open(dir, &o, &m) != 0)
+		return 11;
+	memset(val, 'x', sizeof(val) - 1);
+	for (int i = 0; i < 2000 && rc == 0; i++) {
+		char k[32];
+		struct mvcc_put_req p = { 0 };
+		struct mvcc_put_res pr;
+		struct mvcc_arena a = MVCC_ARENA_INIT;
+		if (!mvcc_in_write(m) && (rc = mvcc_begin_write(m)) != 0)
+			break;
+		snprintf(k, sizeof(k), "big%05d", i);
+		p.key = (const uint8_t *)k;
+		p.key_len = strlen(k);
+		p.value = (const uint8_t *)val;
+		p.value_len = sizeof(val);
+		rc = mvcc_put(m, &p, &a, &pr);
+		mvcc_arena_free(&a);
+		if (rc == 0 && i % 10 == 9) {
+			rc = mvcc_commit(m, false);
+			if (rc == 0)
+				puts = i + 1;
+		}
+	}
+	/* stopped cleanly, for good */
+	if (rc != KV_EFAILSTOP)
+		return 12;
+	if (mvcc_commit(m, true) != KV_EFAILSTOP ||
+	    mvcc_begin_write(m) != KV_EFAILSTOP)
+		return 13;
+	mvcc_close(m);
+	/* everything committed is there after a reopen with room */
+	if (puts < 10)
+		return 14;
+	return 0;
+}
+
+static void test_full_disk_is_fail_stop_not_sigbus(void **state)
+{
+	(void)state;
+	char *dir = tu_tmpdir();
+	assert_int_equal(mount("kvtest", dir, "tmpfs", 0, "size=160m"), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* die of a signal for real, not in cmocka's handler */
+		signal(SIGBUS, SIG_DFL);
+		signal(SIGSEGV, SIG_DFL);
+		_exit(disk_full_child(dir));
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	/* reopen with room: every committed put is there */
+	assert_int_equal(mount(NULL, dir, NULL, MS_REMOUNT, "size=600m"), 0);
+	struct mvcc *m;
+	struct mvcc_options o = { 0 };
+	o.initial_map_bytes = 256u << 20;
+	o.quota_bytes = 256u << 20;
+	int orc = mvcc_open(dir, &o, &m);
+	size_t n = 0;
+	if (orc == 0) {
+		struct mvcc_arena a = MVCC_ARENA_INIT;
+		struct mvcc_range_res res;
+		struct mvcc_range_req r = { 0 };
+		static const uint8_t nul = 0;
+		r.key = &nul;
+		r.key_len = 1;
+		r.range_end = &nul;
+		r.range_end_len = 1;
+		r.count_only = true;
+		if (mvcc_range(m, NULL, &r, &a, &res) == 0)
+			n = (size_t)res.count;
+		mvcc_arena_free(&a);
+		if (!mvcc_invariants_ok(m))
+			orc = KV_ECORRUPT;
+		mvcc_close(m);
+	}
+	assert_int_equal(umount(dir), 0);
+	tu_rmrf(dir);
+	free(dir);
+	assert_int_equal(sig, 0); /* SIGBUS before the fix */
+	assert_int_equal(code, 0);
+	assert_int_equal(orc, 0);
+	assert_true(n >= 10 && n % 10 == 0); /* whole commits only */
+}
+
 int main(void)
 {
 	kv_log_set_level(KV_LOG_WARN);
@@ -1904,6 +2009,7 @@ int main(void)
 		T(test_map_growth_and_quota),
 		T(test_defrag_shrinks_and_keeps_data),
 		T(test_fail_stop_after_lmdb_error),
+		cmocka_unit_test(test_full_disk_is_fail_stop_not_sigbus),
 		T(test_meta_applied_members_leases),
 		T(test_read_handle_is_a_snapshot),
 		T(test_concurrent_readers_see_whole_commits),
