@@ -79,6 +79,7 @@ struct kb_flusher {
   uv_prepare_t prep;
   uv_check_t check;
   struct kb_conn *dirty;
+  int open_handles;
 };
 
 /* ------------------------------------------------------------ calls */
@@ -429,7 +430,7 @@ static struct kb_flusher *flusher(uv_loop_t *loop) {
 
 static void on_flusher_closed(uv_handle_t *h) {
   struct kb_flusher *f = h->data;
-  if (h == (uv_handle_t *)&f->check)
+  if (--f->open_handles == 0)
     free(f);
 }
 
@@ -438,6 +439,7 @@ void conn_loop_done(uv_loop_t *loop) {
   if (!f)
     return;
   loop->data = NULL;
+  f->open_handles = 2;
   uv_close((uv_handle_t *)&f->prep, on_flusher_closed);
   uv_close((uv_handle_t *)&f->check, on_flusher_closed);
 }
