@@ -97,11 +97,15 @@ static void respond_error(struct kvd_gw_req *r, int code, const char *msg)
 	free(text);
 }
 
-static void respond_message(struct kvd_gw_req *r,
-			    const ProtobufCMessage *msg)
+/* msg as JSON; as a streamed message when result ({"result":...} and a
+ * newline, as grpc-gateway writes each message of a stream). */
+static void respond_json_message(struct kvd_gw_req *r,
+				 const ProtobufCMessage *msg, bool result)
 {
 	struct kv_buf b = KV_BUF_INIT;
-	if (kvjson_encode_buf(msg, &b) != 0) {
+	if ((result && kv_buf_append(&b, "{\"result\":", 10) != 0) ||
+	    kvjson_encode_buf(msg, &b) != 0 ||
+	    (result && kv_buf_append(&b, "}\n", 2) != 0)) {
 		kv_buf_free(&b);
 		respond_error(r, KV_GRPC_INTERNAL,
 			      "kvd: cannot encode the response");
@@ -109,6 +113,12 @@ static void respond_message(struct kvd_gw_req *r,
 	}
 	respond(r, 200, json_headers, NHDR(json_headers), b.base, b.len);
 	kv_buf_free(&b);
+}
+
+static void respond_message(struct kvd_gw_req *r,
+			    const ProtobufCMessage *msg)
+{
+	respond_json_message(r, msg, false);
 }
 
 static void respond_text(struct kvd_gw_req *r, int status, const char *text)
@@ -171,23 +181,13 @@ static const struct kvd_call_ops gw_call_ops = {
 	.fail = gc_fail,
 };
 
-/* A streaming RPC's answer as grpc-gateway writes each streamed message:
- * {"result":...} and a newline (etcd's /v3/lease/keepalive for one
+/* A streaming RPC's one answer (etcd's /v3/lease/keepalive for one
  * request). */
 static void gc_respond_result(struct kvd_call *c, const ProtobufCMessage *msg)
 {
 	struct kvd_gw_req *r = gw_of(c);
-	struct kv_buf b = KV_BUF_INIT;
 	r->pending = false;
-	if (kv_buf_append(&b, "{\"result\":", 10) != 0 ||
-	    kvjson_encode_buf(msg, &b) != 0 || kv_buf_append(&b, "}\n", 2) != 0) {
-		kv_buf_free(&b);
-		respond_error(r, KV_GRPC_INTERNAL,
-			      "kvd: cannot encode the response");
-		return;
-	}
-	respond(r, 200, json_headers, NHDR(json_headers), b.base, b.len);
-	kv_buf_free(&b);
+	respond_json_message(r, msg, true);
 }
 
 static const struct kvd_call_ops gw_result_ops = {
