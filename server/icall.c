@@ -65,7 +65,8 @@ static void ic_respond(struct kvd_call *c, const ProtobufCMessage *msg)
 	ic->resp = kvd_pb_clone(msg);
 	if (ic->resp == NULL) {
 		ic->code = KV_GRPC_RESOURCE_EXHAUSTED;
-		snprintf(ic->msg, sizeof(ic->msg), "etcdserver: too many requests");
+		snprintf(ic->msg, sizeof(ic->msg), "%s",
+			 "etcdserver: too many requests");
 	} else {
 		ic->code = 0;
 		ic->msg[0] = '\0';
@@ -84,7 +85,8 @@ static void on_icall_retry(uv_timer_t *t)
 		if (m != NULL)
 			protobuf_c_message_free_unpacked(m, NULL);
 		ic->code = KV_GRPC_UNAVAILABLE;
-		snprintf(ic->msg, sizeof(ic->msg), "etcdserver: server stopped");
+		snprintf(ic->msg, sizeof(ic->msg), "%s",
+			 "etcdserver: server stopped");
 		ic->pending = false;
 		ic->on_done(ic); /* may free ic */
 		return;
@@ -194,8 +196,8 @@ void kvd_icall_read(struct kvd_icall *ic, ProtobufCMessage *msg, bool txn)
 	if (!txn) {
 		/* on no memory for the copy, the read is simply not retried */
 		ic->retry_msg = kvd_pb_clone(msg);
-		ic->retry_deadline =
-			uv_now(&ic->call.s->loop) + ic->call.s->request_timeout_ms;
+		struct kvd_server *s = ic->call.s;
+		ic->retry_deadline = uv_now(&s->loop) + s->request_timeout_ms;
 	}
 	kvd_read(ic->call.s, &ic->call, msg, txn, false);
 }
@@ -496,7 +498,8 @@ static void wd_on_get(struct kvd_icall *ic)
 		wd_finish(w, ic->code, ic->msg, NULL);
 		return;
 	}
-	Etcdserverpb__RangeResponse *r = (Etcdserverpb__RangeResponse *)ic->resp;
+	Etcdserverpb__RangeResponse *r =
+		(Etcdserverpb__RangeResponse *)ic->resp;
 	if (r->n_kvs == 0) {
 		wd_finish(w, 0, NULL, r->header);
 		return;
@@ -567,7 +570,7 @@ void kvd_waitdel_free(struct kvd_waitdel *w)
 	free(w);
 }
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers ------------------------------------------------------------ */
 
 uint8_t *kvd_conc_key(const uint8_t *pfx, size_t pfx_len, int64_t lease,
 		      size_t *len)
@@ -690,7 +693,8 @@ ProtobufCMessage *kvd_conc_txn(const uint8_t *key, size_t key_len,
 	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
 	cmp.key.data = (uint8_t *)key;
 	cmp.key.len = key_len;
-	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+	cmp.target_union_case =
+		ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
 	cmp.create_revision = create_rev;
 	t.n_compare = 1;
 	t.compare = cmps;
