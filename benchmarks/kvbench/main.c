@@ -579,7 +579,7 @@ static int run_closed(struct kb_opts *o, const char *cmd) {
     struct expiry e = {.b = b, .t0 = now_ns(), .count = -1};
     uv_timer_init(&b->loop, &e.timer);
     e.timer.data = &e;
-    uv_timer_start(&e.timer, on_expiry_tick, 0, 200);
+    uv_timer_start(&e.timer, on_expiry_tick, 0, 1000);
     uv_run(&b->loop, UV_RUN_DEFAULT);
     uv_timer_stop(&e.timer);
     uv_close((uv_handle_t *)&e.timer, NULL);
