@@ -3,9 +3,12 @@
 the same client for both.
 
 For each server (a fresh single member on 127.0.0.1, plaintext) and each
-watcher count N: N watchers on ONE key ("lat"), 100 per gRPC stream, the
-streams spread over client processes (spawned, so each has its own grpcio
-and GIL); then puts to that key at a fixed interval. Every put's send time
+watcher count N: N watchers on ONE key ("lat"), 100 per gRPC stream, 10
+streams per connection; then puts to that key (Python grpcio) at a fixed
+interval. The watchers are held by benchmarks/watch_client.c (default,
+--client c: h2c + nghttp2 + protobuf-c, built here with cc), so a 10,000
+watcher fan-out is not limited by the client; --client py uses grpcio in
+spawned processes instead (each with its own GIL). Every put's send time
 and every watch message's arrival time are taken with CLOCK_MONOTONIC
 (shared by all processes), so latency = arrival - put sent: commit
 (fsync) + apply + fan-out + transport + client. The put's own round trip
@@ -101,10 +104,62 @@ def worker(target, pbdir, nstreams, per_stream, key, conn):
         c.cancel()
 
 
-def run_one(kind, kvd_bin, n, nputs, interval, nprocs, pbdir, rpc_pb2):
+def build_client(tmp):
+    """Compiles watch_client.c with protoc-c's messages; returns its path."""
+    import subprocess
+    out = Path(tmp) / "c"
+    out.mkdir()
+    src = wc.ROOT / "proto"
+    protos = ["etcdserverpb/rpc.proto", "mvccpb/kv.proto", "authpb/auth.proto"]
+    subprocess.run(["protoc-c", "-I", str(src), "--c_out", str(out)] +
+                   [str(src / p) for p in protos], check=True, timeout=60)
+    exe = out / "watch_client"
+    subprocess.run(["cc", "-O2", "-std=c11", "-o", str(exe),
+                    str(wc.ROOT / "benchmarks/watch_client.c")] +
+                   [str(out / p.replace(".proto", ".pb-c.c"))
+                    for p in protos] +
+                   ["-I", str(out), "-lnghttp2", "-lprotobuf-c"],
+                   check=True, timeout=120)
+    return exe
+
+
+class CClient:
+    """watch_client in a subprocess, driven through its stdout."""
+
+    def __init__(self, exe, srv, nstreams, per_stream, expect):
+        import subprocess
+        self.p = subprocess.Popen(
+            [str(exe), "127.0.0.1", str(srv.cport), str(nstreams),
+             str(per_stream), "lat", str(expect), "120"],
+            stdout=subprocess.PIPE, text=True)
+
+    def wait_ready(self):
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"watch_client: {line!r}")
+
+    def results(self):
+        out = []
+        for line in self.p.stdout:
+            if line.startswith("end"):
+                break
+            t, rev = line.split()
+            out.append((int(t), int(rev)))
+        self.p.wait(30)
+        return out
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(5)
+
+
+def run_one(kind, kvd_bin, n, nputs, interval, nprocs, pbdir, rpc_pb2,
+            cexe=None):
     import grpc
     srv = wc.Server(kind, kvd_bin)
     procs = []
+    cc = None
     try:
         ch = grpc.insecure_channel(srv.target)
         put = ch.unary_unary(PUT, request_serializer=_ident,
@@ -119,6 +174,10 @@ def run_one(kind, kvd_bin, n, nputs, interval, nprocs, pbdir, rpc_pb2):
         ctx = mp.get_context("spawn")
         shares = [nstreams // nprocs + (1 if i < nstreams % nprocs else 0)
                   for i in range(min(nprocs, nstreams))]
+        if cexe is not None:
+            shares = []
+            cc = CClient(cexe, srv, nstreams, per_stream, n * nputs)
+            cc.wait_ready()
         for s in shares:
             a, b = ctx.Pipe()
             p = ctx.Process(target=worker, args=(srv.target, pbdir, s,
@@ -148,6 +207,11 @@ def run_one(kind, kvd_bin, n, nputs, interval, nprocs, pbdir, rpc_pb2):
             a.send(("collect", nputs))
         lat = []
         got = 0
+        if cc is not None:
+            for t, rev in cc.results():
+                if rev in sent:
+                    lat.append((t - sent[rev]) / 1e6)
+                    got += 1
         for p, a in procs:
             if not a.poll(180):
                 raise RuntimeError("client process did not report")
@@ -168,6 +232,8 @@ def run_one(kind, kvd_bin, n, nputs, interval, nprocs, pbdir, rpc_pb2):
             "kib_per_watcher": (rss1 - rss0) / n,
         }
     finally:
+        if cc is not None:
+            cc.kill()
         for p, a in procs:
             p.join(10)
             if p.is_alive():
@@ -181,8 +247,10 @@ def main():
     ap.add_argument("--servers", default="kvd,etcd")
     ap.add_argument("--watchers", default="1,1000,10000")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--client", choices=("c", "py"), default="c",
+                    help="who holds the watchers: watch_client.c or grpcio")
     ap.add_argument("--procs", type=int, default=2,
-                    help="client processes receiving events")
+                    help="grpcio client processes (--client py)")
     args = ap.parse_args()
     # puts and the interval between them per watcher count: the interval
     # lets the client drain one put's fan-out before the next
@@ -190,14 +258,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="watch-latency-")
     rpc_pb2 = wc.load_messages(tmp)
     pbdir = str(Path(tmp) / "pb")
-    print(f"# machine: {wc.machine()}")
+    cexe = build_client(tmp) if args.client == "c" else None
+    print(f"# machine: {wc.machine()}; client: {args.client}")
     results = []
     for rep in range(args.repeat):
         for n in [int(x) for x in args.watchers.split(",")]:
             nputs, interval = plan.get(n, (50, max(0.02, n / 10000)))
             for kind in args.servers.split(","):
                 r = run_one(kind, args.kvd, n, nputs, interval, args.procs,
-                            pbdir, rpc_pb2)
+                            pbdir, rpc_pb2, cexe)
                 r["rep"] = rep
                 results.append(r)
                 print(f"{kind:4} N={n:<6} rep={rep} delivered "
