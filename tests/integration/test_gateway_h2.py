@@ -163,7 +163,7 @@ def test_errors_match_http1(cluster):
     assert code == 404 and body == b"404 page not found\n"
     code, body = both(cluster, "/v3/kv/put", method="GET")
     assert code == 405 and body == b"Method Not Allowed\n"
-    code, body = both(cluster, "/v3/lease/grant", data="{}")
+    code, body = both(cluster, "/v3/auth/enable", data="{}")
     assert code == 501 and json.loads(body)["code"] == 12
 
 

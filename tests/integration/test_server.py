@@ -311,7 +311,7 @@ def test_bad_unknown_path(cluster):
     r = cluster.session.post(m.curl + "/v3alpha/kv/range", data="{}",
                              timeout=5)
     assert r.status_code == 404
-    r = cluster.session.post(m.curl + "/v3/lease/grant", data="{}", timeout=5)
+    r = cluster.session.post(m.curl + "/v3/auth/enable", data="{}", timeout=5)
     assert r.status_code == 501 and r.json()["code"] == 12
     assert m.put("alive", "404")["header"]
 
