@@ -252,11 +252,12 @@ int main(int argc, char **argv)
 		NV(":method", "POST"),
 		NV(":scheme", "http"),
 		NV(":path", "/etcdserverpb.Watch/Watch"),
+		/* pseudo-headers first (RFC 9113 8.3) */
+		{ (uint8_t *)":authority", (uint8_t *)authority, 10,
+		  strlen(authority), NGHTTP2_NV_FLAG_NONE },
 		NV("content-type", "application/grpc"),
 		NV("te", "trailers"),
 #undef NV
-		{ (uint8_t *)":authority", (uint8_t *)authority, 10,
-		  strlen(authority), NGHTTP2_NV_FLAG_NONE },
 	};
 	for (size_t i = 0; i < nstreams; i++) {
 		struct conn *c = &conns[i / STREAMS_PER_CONN];
