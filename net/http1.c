@@ -413,7 +413,11 @@ static void fail_request(struct http_session *s, int status, const char *why)
 
 static void update_pause(struct http_session *s)
 {
-	bool pause = s->stop_parsing || s->queued >= s->cfg.max_pipeline;
+	/* With abort_on_eof one read stays armed while the pipeline is full,
+	 * to see the client hang up; it pauses once more bytes are held. */
+	bool pause = s->stop_parsing ||
+		     (s->queued >= s->cfg.max_pipeline &&
+		      (!s->cfg.abort_on_eof || s->in.len > 0));
 	if (pause == s->read_paused || s->closed)
 		return;
 	s->read_paused = pause;
@@ -493,6 +497,13 @@ void http_session_feed(struct http_session *s, const char *p, size_t n)
 
 void http_session_end(struct http_session *s)
 {
+	if (s->cfg.abort_on_eof && s->in.len == 0 && s->tail != NULL &&
+	    (s->tail->state == REQ_WAITING ||
+	     s->tail->state == REQ_STREAMING)) {
+		/* the client hung up on what it waits for */
+		close_io(s);
+		return;
+	}
 	s->ended = true;
 	process(s);
 	maybe_close(s);

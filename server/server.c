@@ -1099,6 +1099,7 @@ int kvd_server_run(const struct kvd_config *cfg)
 	 * etcd's gateway: a pipelined read after a write on the same
 	 * connection then sees that write. */
 	s->http.max_pipeline = 1;
+	s->http.abort_on_eof = true;
 
 	char err[256];
 	rv = kvraft_cluster_parse(cfg->initial_cluster,

@@ -310,11 +310,6 @@ def test_lock_two_contenders_gateway(cluster):
                                   timeout=10).status_code == 405
 
 
-@pytest.mark.xfail(reason="net/http1 pauses reading while a request is "
-                   "pending (max_pipeline 1), so a client that closes "
-                   "its connection is noticed only when the answer is "
-                   "written; etcd (Go's background read) cancels at once",
-                   strict=False)
 def test_lock_gateway_waiter_gone_deletes_its_key(cluster):
     """leases: an HTTP/1.1 client that gives up on a waiting
     /v3/lock/lock (read timeout: the connection is closed) leaves no key

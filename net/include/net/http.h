@@ -38,6 +38,13 @@ struct http_config {
 	size_t max_header_bytes; /* request line + headers; 0 = default */
 	size_t max_body_bytes;   /* 0 = HTTP_DEFAULT_MAX_BODY */
 	unsigned max_pipeline;   /* requests awaiting answers; 0 = 16 */
+	/* As Go's net/http server: input is still read while requests await
+	 * their answers, and the end of input while the last one waits (the
+	 * client sent nothing more) cancels it: the connection closes and
+	 * on_abort runs, so a client that hung up does not keep holding what
+	 * it waited for (a lock, a watch). When false, a half-closed
+	 * connection still gets its answers. */
+	bool abort_on_eof;
 };
 
 struct http_header {

@@ -895,6 +895,47 @@ static void test_http_end_after_requests(void **state)
 	kv_buf_free(&f.out);
 }
 
+/* abort_on_eof (kvd's setting, as Go's server): a client that hangs up
+ * while its request waits cancels it; input stays read while the pipeline
+ * is full, and bytes of a next request still keep the old behaviour. */
+static void test_http_abort_on_eof(void **state)
+{
+	struct fake f;
+	struct http_config cfg = { 0 };
+	(void)state;
+
+	cfg.max_pipeline = 1;
+	cfg.abort_on_eof = true;
+	struct http_session *s = session(&f, &cfg);
+	f.async = true;
+	feed_str(s, "POST /v3/lock/lock HTTP/1.1\r\nContent-Length: 2\r\n"
+		    "\r\n{}");
+	assert_int_equal(f.nheld, 1);
+	assert_false(f.paused); /* still reading, to see the hang-up */
+	http_session_end(s);
+	assert_true(f.closed);
+	http_session_free(s); /* what the transport does after close */
+	assert_int_equal(f.aborted, 1);
+	kv_buf_free(&f.out);
+
+	/* a pipelined request behind it: reading pauses, EOF answers both */
+	s = session(&f, &cfg);
+	f.async = true;
+	feed_str(s, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+	assert_int_equal(f.nheld, 1);
+	assert_true(f.paused);
+	http_session_end(s);
+	assert_false(f.closed);
+	answer(f.held[0]);
+	assert_int_equal(f.nheld, 2);
+	answer(f.held[1]);
+	assert_true(f.closed);
+	assert_int_equal(f.aborted, 0);
+	assert_int_equal(count(out_str(&f), "HTTP/1.1 200"), 2);
+	http_session_free(s);
+	kv_buf_free(&f.out);
+}
+
 static void on_stream_writable(struct http_request *req)
 {
 	struct fake *f = req->user;
@@ -1294,6 +1335,7 @@ int main(void)
 		cmocka_unit_test(test_http_end_after_requests),
 		cmocka_unit_test(test_http_stream),
 		cmocka_unit_test(test_http_abort_pending),
+		cmocka_unit_test(test_http_abort_on_eof),
 		cmocka_unit_test(test_http_expect_continue),
 		cmocka_unit_test(test_http_upgrade_refused),
 		cmocka_unit_test(test_http_random_mutations),
