@@ -2542,6 +2542,7 @@ int mvcc_open(const char *dir, const struct mvcc_options *opts,
 	if (rc != 0)
 		goto err_free;
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->idle, NULL);
 	KV_INFO(MOD, "store opened",
 		"dir=%s rev=%lld compact=%lld map=%llu", dir,
 		(long long)m->rev, (long long)m->compact_rev,
@@ -2622,11 +2623,18 @@ void mvcc_close(struct mvcc *m)
 {
 	if (m == NULL)
 		return;
+	/* A copy on another thread (a client's snapshot, a raft snapshot)
+	 * may still read the env: it finishes first. */
+	pthread_mutex_lock(&m->lock);
+	while (m->readers > 0)
+		pthread_cond_wait(&m->idle, &m->lock);
+	pthread_mutex_unlock(&m->lock);
 	if (m->wtxn != NULL)
 		mdb_txn_abort(m->wtxn);
 	if (m->env != NULL)
 		mdb_env_close(m->env);
 	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->idle);
 	free(m->dir);
 	free(m);
 }
@@ -2811,7 +2819,8 @@ void mvcc_read_end(struct mvcc_read *rd)
 		mdb_cursor_close(rd->cur);
 	pthread_mutex_lock(&m->lock);
 	mdb_txn_abort(rd->txn);
-	m->readers--;
+	if (--m->readers == 0)
+		pthread_cond_broadcast(&m->idle);
 	pthread_mutex_unlock(&m->lock);
 	free(rd);
 }

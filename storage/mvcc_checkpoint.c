@@ -192,7 +192,8 @@ int mvcc_checkpoint(struct mvcc *m, const char *path,
 	pthread_mutex_unlock(&m->lock);
 	rc = mvcc_from_mdb(mdb_env_copyfd2(m->env, fd, MDB_CP_COMPACT));
 	pthread_mutex_lock(&m->lock);
-	m->readers--;
+	if (--m->readers == 0)
+		pthread_cond_broadcast(&m->idle);
 	pthread_mutex_unlock(&m->lock);
 	if (rc == 0 && fsync(fd) != 0)
 		rc = kv_from_errno(errno);

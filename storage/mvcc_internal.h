@@ -82,6 +82,7 @@ struct mvcc {
 	bool collide; /* test hook: every long key hashes to 0 */
 
 	pthread_mutex_t lock; /* readers vs map growth */
+	pthread_cond_t idle;  /* signalled when readers drops to 0 */
 	int readers;
 };
 

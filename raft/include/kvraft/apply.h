@@ -71,8 +71,10 @@
  *    store, then installs it with mvcc_restore() and reopens. On any
  *    verification failure the old state is untouched and usable. The file
  *    is copied twice (staging + install): fine for now, cheap to fix once
- *    mvcc has a verify-only call. All mvcc_read handles on the store must
- *    have ended before restore (mvcc_close needs it).
+ *    mvcc has a verify-only call. A store copy running on another thread
+ *    (a client's Snapshot) finishes before the store is closed
+ *    (mvcc_close waits for it); the owner thread must hold no read
+ *    handle.
  *
  *    Leases: LeaseGrant stores a 16-byte record (granted TTL, last
  *    checkpointed remaining TTL or 0; int64 LE) under the proposer's ID and

@@ -95,8 +95,11 @@ struct mvcc_options {
  * free with mvcc_close(). */
 int mvcc_open(const char *dir, const struct mvcc_options *opts,
 	      struct mvcc **out);
-/* Aborts an open write transaction (its changes are lost), then closes.
- * All read handles must have ended. m may be NULL. */
+/* Waits until read handles and checkpoint copies running on other threads
+ * have ended (they finish reading the old state), aborts an open write
+ * transaction (its changes are lost), then closes. A read handle of the
+ * calling thread must have ended (it would wait forever). m may be
+ * NULL. */
 void mvcc_close(struct mvcc *m);
 
 /* ---- write transaction (owner thread) ---------------------------------- */

@@ -1964,6 +1964,52 @@ static void test_full_disk_is_fail_stop_not_sigbus(void **state)
 	assert_true(n >= 10 && n % 10 == 0); /* whole commits only */
 }
 
+struct slow_reader {
+	struct mvcc *m;
+	atomic_bool started;
+	atomic_bool done;
+};
+
+static void *slow_reader_main(void *arg)
+{
+	struct slow_reader *sr = arg;
+	struct mvcc_read *rd;
+	struct mvcc_arena a = MVCC_ARENA_INIT;
+	struct mvcc_range_res res;
+	if (mvcc_read_begin(sr->m, &rd) != 0)
+		return NULL;
+	atomic_store(&sr->started, true);
+	usleep(300 * 1000);
+	/* still a valid env: mvcc_close waits for us */
+	struct mvcc_range_req r = { 0 };
+	r.key = (const uint8_t *)"k";
+	r.key_len = 1;
+	int rc = mvcc_range(sr->m, rd, &r, &a, &res);
+	atomic_store(&sr->done, rc == 0 && res.n_kvs == 1);
+	mvcc_arena_free(&a);
+	mvcc_read_end(rd);
+	return NULL;
+}
+
+/* Closing the store while another thread still reads (a snapshot copy
+ * during a raft snapshot install) waits for the reader, which keeps a
+ * valid view to the end. */
+static void test_close_waits_for_other_threads(void **state)
+{
+	struct fx *f = *state;
+	tu_put(f->m, "k", "v", 0);
+	assert_int_equal(mvcc_commit(f->m, true), 0);
+	struct slow_reader sr = { f->m, false, false };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, slow_reader_main, &sr), 0);
+	while (!atomic_load(&sr.started))
+		usleep(1000);
+	mvcc_close(f->m);
+	f->m = NULL;
+	assert_true(atomic_load(&sr.done));
+	pthread_join(t, NULL);
+}
+
 int main(void)
 {
 	kv_log_set_level(KV_LOG_WARN);
@@ -2013,6 +2059,7 @@ int main(void)
 		T(test_meta_applied_members_leases),
 		T(test_read_handle_is_a_snapshot),
 		T(test_concurrent_readers_see_whole_commits),
+		T(test_close_waits_for_other_threads),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
