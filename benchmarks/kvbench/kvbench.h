@@ -132,6 +132,10 @@ uint64_t result_errors(const struct kb_result *r);
  * latency quantiles) prefixed by `prefix` on each line ("" for none). */
 void result_print(const struct kb_result *r, const char *prefix);
 const char *grpc_code_name(int status);
+/* Prints kvbench's own CPU time since it started, and its share of
+ * wall_s: the client's cost, to tell when it, not the server, is the
+ * bottleneck. */
+void print_client_cpu(double wall_s);
 
 /* Server RSS sampling (--pid). */
 struct kb_rss {

@@ -1042,6 +1042,7 @@ int mix_main(struct kb_opts *o) {
          (unsigned long long)m->cls[C_CONFLICT].requests,
          (unsigned long long)m->unexpected_conflicts,
          (unsigned long long)m->gave_up, (unsigned long long)m->vanished);
+  print_client_cpu((double)(now_ns() - t0) / 1e9);
   for (int i = 0; i < o->npids; i++) {
     struct kb_rss r;
     if (rss_sample(o->pids[i], &r) == 0)

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "kvbench.h"
@@ -197,4 +198,15 @@ int rss_sample(int pid, struct kb_rss *out) {
   }
   fclose(f);
   return 0;
+}
+
+void print_client_cpu(double wall_s) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return;
+  double u = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+  double s = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+  printf("client cpu: user %.2f s sys %.2f s (%.0f %% of one core over the "
+         "run)\n",
+         u, s, wall_s > 0 ? 100.0 * (u + s) / wall_s : 0.0);
 }
