@@ -3,8 +3,10 @@
 /usr/bin/python3; every subprocess is bounded and stopped by PID."""
 import json
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -358,20 +360,39 @@ class H2Watch:
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=e)
 
-    def next(self, timeout=10):
-        import select
-        r, _, _ = select.select([self.p.stdout], [], [], timeout)
-        assert r, "no watch line from curl in time"
-        line = self.p.stdout.readline()
-        assert line, self.p.stderr.read()
+        # lines arrive through a reader thread: select() on a buffered
+        # pipe misses lines already read into the buffer
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def next(self, timeout=20):
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no watch line from curl in time")
+        assert line, "curl ended"
         return json.loads(line)["result"]
+
+    def out(self, timeout=20):
+        """Everything curl wrote, once it exited."""
+        self.p.wait(timeout=timeout)
+        chunks = []
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                return b"".join(chunks)
+            chunks.append(line)
 
     def stop(self):
         if self.p.poll() is None:
             os.kill(self.p.pid, signal.SIGKILL)
         self.p.wait(timeout=5)
         head = self.p.stderr.read().decode(errors="replace")
-        self.p.stdout.close()
         self.p.stderr.close()
         return head
 
@@ -420,8 +441,7 @@ def test_gateway_watch_http2_errors(cluster):
     """Bad body over h2: the gateway's JSON error, as on HTTP/1.1."""
     w = H2Watch(cluster, 1, "{not json")
     try:
-        w.p.wait(timeout=20)
-        out = w.p.stdout.read()
+        out = w.out()
     finally:
         head = w.stop()
     assert head.startswith("HTTP/2 400"), head

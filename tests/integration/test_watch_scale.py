@@ -385,8 +385,8 @@ def test_guarantees_across_kill_restart(cluster3):
     try:
         assert len(writer.acked) > 20, writer.acked
         c.wait_leader()
+        time.sleep(1)  # a write whose client gave up may still commit
         end = max(store_rev(m) for m in c.live())
-        # a final write through every member: each is caught up
         everyone = ws + [late]
         for w in everyone:
             wait_until(lambda: w.last_rev() >= end or w.broken(),
@@ -394,7 +394,7 @@ def test_guarantees_across_kill_restart(cluster3):
             assert not w.broken(), w.stream.error
         ref = None
         for w in everyone:
-            evs = w.events()
+            evs = [e for e in w.events() if e[1] <= end]
             check_stream(evs, start, end, writer, prefix)
             for _, _, s in w.segments:
                 check_atomic(list(s.resps), writer)
@@ -440,7 +440,7 @@ def test_guarantees_across_kill_restart(cluster3):
             # (prev_kv aside: etcd omits it at the compact revision itself;
             # and a delete AT the compact revision is lost by compaction:
             # etcd #19179, test_watch.py::test_delete_at_compact_revision)
-            got = [e[:4] for e in flat(tail.events())]
+            got = [e[:4] for e in flat(tail.events()) if e[0] <= end]
             want = [e[:4] for e in ref if e[0] >= crev]
             if want and want[0][1] == DELETE and got[:1] != want[:1]:
                 want = [e for e in want if e[0] > crev]
@@ -452,7 +452,7 @@ def test_guarantees_across_kill_restart(cluster3):
             w.close()
 
 
-NSNAP = 1500
+NTXN = 150  # Txns of 10 puts of 60 kB: 90 MB
 
 
 def test_watch_survives_snapshot_install(procs, certs, bin_dir, tmp_path):
@@ -461,8 +461,8 @@ def test_watch_survives_snapshot_install(procs, certs, bin_dir, tmp_path):
     the follower installs the leader's snapshot: every revision once, in
     order, then live events."""
     c = Cluster(procs, certs, bin_dir, tmp_path,
-                extra=("--snapshot-count", "300",
-                       "--experimental-snapshot-catchup-entries", "50"))
+                extra=("--snapshot-count", "50",
+                       "--experimental-snapshot-catchup-entries", "10"))
     c.start()
     lead = c.leader()
     f = c.followers()[0]
@@ -479,8 +479,11 @@ def test_watch_survives_snapshot_install(procs, certs, bin_dir, tmp_path):
         # (64 MiB plus what the sockets hold), so it falls back to a
         # snapshot (see test_raft_cluster.py); the log behind it is dropped
         pad = "x" * 60000
-        for i in range(NSNAP):
-            lead.put(f"sn/{i % 40:02d}", f"v{i}" + pad)
+        for t in range(NTXN):
+            ops = [{"request_put": {"key": b64(f"sn/{j}"),
+                                    "value": b64(f"v{t * 10 + j}" + pad)}}
+                   for j in range(10)]
+            lead.call("/v3/kv/txn", {"success": ops}, timeout=20)
     finally:
         f.proc.signal(signal.SIGCONT)
     end = store_rev(lead)
@@ -492,9 +495,10 @@ def test_watch_survives_snapshot_install(procs, certs, bin_dir, tmp_path):
             f.proc.log_text(tail=100000)
         evs = w.events()
         revs = [e[1] for e in evs]
-        assert revs == list(range(start, end + 1))
+        assert revs == sorted(revs) and len(evs) == 1 + 10 * NTXN
+        assert sorted(set(revs)) == list(range(start, end + 1))
         assert [e[4][:6].decode() for e in evs[1:]] == \
-            [f"v{i}" + "x" * (6 - len(f"v{i}")) for i in range(NSNAP)]
+            [(f"v{i}" + "xxxxx")[:6] for i in range(10 * NTXN)]
         check_atomic(list(w.stream.resps), None)
         lead.put("sn/after", "2")
         wait_until(lambda: w.last_rev() >= end + 1, what="a live event")
@@ -516,7 +520,7 @@ def rss_anon_kib(pid):
 
 
 def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
-    """A gRPC watcher stops reading while 2,000 events (30 MB) are
+    """A gRPC watcher stops reading while 2,000 events (20 MB) are
     written: the member's memory stays bounded (compared with the same
     writes while it reads), another watcher and the writes are served
     meanwhile, and once the slow one reads again it gets every event,
@@ -549,7 +553,7 @@ def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
     fast.create(prefix, prefix_end(prefix))
     for s in (slow, fast):
         s.wait(lambda rs: len(rs) >= 1, what="created")
-    big = "v" * 15000
+    big = "v" * 10000
 
     def write(phase):
         peak = 0
@@ -589,7 +593,7 @@ def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
         stalled = len(events_of(slow.resps))
         assert stalled < 6000, "the slow consumer was not stalled"
         # the member holds a bounded queue for the stalled stream (4 MiB
-        # of responses, the HTTP/2 stream buffer), not the 30 MB backlog
+        # of responses, the HTTP/2 stream buffer), not the 20 MB backlog
         base_mb = (max(peak_b, rss_b) - rss_a) / 1024
         grown_mb = (peak_c - rss_b) / 1024
         assert grown_mb < base_mb + 16, \
@@ -612,7 +616,7 @@ def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
         assert revs == sorted(revs)
         check_atomic(list(slow.resps), None)
         print(f"slow consumer: stalled after {stalled - 4000} of 2000 "
-              f"events; RssAnon +{grown_mb:.1f} MB while 30 MB were "
+              f"events; RssAnon +{grown_mb:.1f} MB while 20 MB were "
               f"written (+{base_mb:.1f} MB with every reader reading)")
     finally:
         slow.close()
