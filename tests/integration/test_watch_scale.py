@@ -549,10 +549,12 @@ def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
             ("grpc.http2.lookahead_bytes", 65536)]
     slow = Stream(channel(c, 0, opts))
     fast = Stream(channel(c, 0))
-    slow.create(prefix, prefix_end(prefix))
-    fast.create(prefix, prefix_end(prefix))
-    for s in (slow, fast):
+    gone = Stream(channel(c, 0, opts))  # stalls, then cancels while blocked
+    for s in (slow, fast, gone):
+        s.create(prefix, prefix_end(prefix))
+    for s in (slow, fast, gone):
         s.wait(lambda rs: len(rs) >= 1, what="created")
+    gone.gate.clear()
     big = "v" * 10000
 
     def write(phase):
@@ -583,6 +585,7 @@ def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
         for s in (slow, fast):
             s.wait(count(4000), timeout=30, what="phase b")
         rss_b = rss_anon_kib(m.proc.pid)
+        gone.call.cancel()  # RST_STREAM for a stream blocked since phase a
         slow.gate.clear()
         peak_c = write("c")
         fast.wait(count(6000), timeout=30, what="the fast watcher")
@@ -621,6 +624,7 @@ def test_grpc_slow_consumer(procs, certs, bin_dir, tmp_path):
     finally:
         slow.close()
         fast.close()
+        gone.close()
     codes = c.stop()
     assert all(rc == 0 for rc in codes.values()), (codes, procs.logs())
     assert "Sanitizer" not in procs.logs()
