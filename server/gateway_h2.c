@@ -3,8 +3,9 @@
  * etcd's grpcHandlerFunc sends it to its HTTP mux) is collected whole,
  * bounded by the same body limit as HTTP/1.1 (413), routed by
  * kvd_gateway_serve and answered as one HTTP/2 response, except
- * POST /v3/watch (and /v3beta/watch), whose open-ended answer
- * watch_service.c streams on the same HTTP/2 stream. */
+ * POST /v3/watch and /v3/election/observe (and their /v3beta/ aliases),
+ * whose open-ended answers watch_service.c and v3election.c stream on the
+ * same HTTP/2 stream. */
 #include "server_internal.h"
 
 #include <ctype.h>
@@ -87,14 +88,34 @@ static void h2r_respond(struct kvd_gw_req *gr, int status,
 
 static const struct kvd_gw_ops h2r_ops = { .respond = h2r_respond };
 
-static bool is_watch(const struct h2_req *r)
+/* The gateway paths whose answer is a stream of JSON lines: their
+ * service takes the HTTP/2 stream over (same contract for each). */
+typedef void (*stream_route_fn)(struct kvd_server *s, struct h2_stream *st,
+				const unsigned char *body, size_t len);
+
+static const struct {
+	const char *path;
+	stream_route_fn fn;
+} stream_routes[] = {
+	{ "/v3/watch", kvd_watch_h2 },
+	{ "/v3beta/watch", kvd_watch_h2 },
+	{ "/v3/election/observe", kvd_observe_h2 },
+	{ "/v3beta/election/observe", kvd_observe_h2 },
+};
+
+static stream_route_fn stream_route(const struct h2_req *r)
 {
 	const char *t = r->base.target;
 	size_t n = strcspn(t, "?#");
 	if (strcmp(r->base.method, "POST") != 0)
-		return false;
-	return (n == 9 && strncmp(t, "/v3/watch", 9) == 0) ||
-	       (n == 13 && strncmp(t, "/v3beta/watch", 13) == 0);
+		return NULL;
+	size_t nr = sizeof(stream_routes) / sizeof(stream_routes[0]);
+	for (size_t i = 0; i < nr; i++) {
+		const char *p = stream_routes[i].path;
+		if (strlen(p) == n && strncmp(t, p, n) == 0)
+			return stream_routes[i].fn;
+	}
+	return NULL;
 }
 
 static void serve(struct h2_req *r)
@@ -102,10 +123,11 @@ static void serve(struct h2_req *r)
 	if (r->served || r->answered)
 		return;
 	r->served = true;
-	if (is_watch(r)) {
-		/* the watch service owns the stream from now on: its handler
+	stream_route_fn fn = stream_route(r);
+	if (fn != NULL) {
+		/* the service owns the stream from now on: its handler
 		 * replaces ours, so on_close will not free r */
-		kvd_watch_h2(r->s, r->st, r->body.base, r->body.len);
+		fn(r->s, r->st, r->body.base, r->body.len);
 		kv_buf_free(&r->body);
 		kv_buf_free(&r->out);
 		free(r);

@@ -345,7 +345,7 @@ class H2Watch:
     its newline-delimited JSON answer read line by line; stopped by
     PID."""
 
-    def __init__(self, cluster, member, body, extra=()):
+    def __init__(self, cluster, member, body, extra=(), path="/v3/watch"):
         certs = cluster.certs
         e = dict(os.environ)
         for k in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
@@ -356,7 +356,7 @@ class H2Watch:
                 "--cert", str(certs["client_cert"]), "--key",
                 str(certs["client_key"]), "-D", "/dev/stderr",
                 "--data-binary", body,
-                cluster.members[member].curl + "/v3/watch"] + list(extra)
+                cluster.members[member].curl + path] + list(extra)
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=e)
 
@@ -529,3 +529,21 @@ def test_gateway_watch_http2_reset_while_blocked(cluster):
         assert unb64(ev["kv"]["value"]) == "after"
     finally:
         w2.stop()
+
+
+def test_gateway_h2_streams_election_observe(cluster):
+    """gateway_h2.c hands POST /v3/election/observe to v3election.c as it
+    does /v3/watch: {"result":...} lines over HTTP/2."""
+    m0 = cluster.members[0]
+    lid = m0.call("/v3/lease/grant", {"TTL": 30})["ID"]
+    m0.call("/v3/election/campaign", {"name": b64("h2el"), "lease": lid,
+                                      "value": b64("one")})
+    w = H2Watch(cluster, 1, json.dumps({"name": b64("h2el")}),
+                path="/v3/election/observe")
+    try:
+        res = w.next()
+        assert unb64(res["kv"]["value"]) == "one", res
+    finally:
+        head = w.stop()
+        m0.call("/v3/lease/revoke", {"ID": lid})
+    assert head.startswith("HTTP/2 200"), head
