@@ -23,7 +23,6 @@ Prints one line per run and a summary table (markdown)."""
 import argparse
 import importlib
 import multiprocessing as mp
-import os
 import queue
 import statistics
 import sys
