@@ -21,9 +21,10 @@ includes the streams (one per 100 watchers) and connections.
 
 Prints one line per run and a summary table (markdown)."""
 import argparse
-import importlib
+import atexit
 import multiprocessing as mp
 import queue
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,8 +48,9 @@ def _ident(b):
 def worker(target, pbdir, nstreams, per_stream, key, conn):
     """Client process: nstreams Watch streams with per_stream watchers
     each; records (arrival ns, raw message)."""
-    sys.path.insert(0, pbdir)
-    rpc_pb2 = importlib.import_module("kvdbenchpb.rpc_pb2")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import watch_common
+    rpc_pb2 = watch_common.Messages(pbdir)
     import grpc
     opts = [("grpc.max_receive_message_length", -1)]
     chans, calls, recs, queues = [], [], [], []
@@ -255,8 +257,8 @@ def main():
     # lets the client drain one put's fan-out before the next
     plan = {1: (200, 0.02), 1000: (60, 0.1), 10000: (20, 1.0)}
     tmp = tempfile.mkdtemp(prefix="watch-latency-")
-    rpc_pb2 = wc.load_messages(tmp)
-    pbdir = str(Path(tmp) / "pb")
+    atexit.register(shutil.rmtree, tmp, True)
+    pbdir, rpc_pb2 = wc.load_messages(tmp)
     cexe = build_client(tmp) if args.client == "c" else None
     print(f"# machine: {wc.machine()}; client: {args.client}")
     results = []

@@ -13,9 +13,10 @@ over client processes (spawned: each has its own grpcio and GIL).
   (defaults: 10000 watchers, 100 streams, 1000 events/s, 30 s; add
    --servers kvd,etcd to run etcd 3.4 the same way)"""
 import argparse
-import importlib
+import atexit
 import multiprocessing as mp
 import queue
+import shutil
 import sys
 import tempfile
 import threading
@@ -44,8 +45,9 @@ def worker(target, pbdir, streams, per_stream, nkeys, conn):
     prefix watcher (watch_id 100000) on stream 0. Reports, per (stream,
     watch_id), the list of (revision, key) received, and the latency
     samples (arrival ns, revision)."""
-    sys.path.insert(0, pbdir)
-    rpc_pb2 = importlib.import_module("kvdbenchpb.rpc_pb2")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import watch_common
+    rpc_pb2 = watch_common.Messages(pbdir)
     import grpc
     opts = [("grpc.max_receive_message_length", -1)]
     chans, calls, recs, queues = [], [], [], []
@@ -259,8 +261,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="watch-scale-")
-    rpc_pb2 = wc.load_messages(tmp)
-    pbdir = str(Path(tmp) / "pb")
+    atexit.register(shutil.rmtree, tmp, True)
+    pbdir, rpc_pb2 = wc.load_messages(tmp)
     print(f"# machine: {wc.machine()}")
     ok = True
     for rep in range(args.repeat):
