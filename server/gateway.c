@@ -219,10 +219,12 @@ static void serve_rpc(struct kvd_server *s, struct kvd_gw_req *r,
 }
 
 /* etcd 3.4 gateway paths kvd does not serve yet: 501 Unimplemented.
- * POST /v3/watch is served on HTTP/1.1 (kvd_on_request hands it to
- * watch_service.c before routing); over HTTP/2 it is still 501. */
+ * "watch" and "election/observe" are streams: a POST never gets here
+ * (each transport hands it to watch_service.c / v3election.c first),
+ * other methods get 405 as on every gateway path. */
 static const char *const unserved[] = {
 	"watch",
+	"election/observe",
 	"maintenance/hashkv",
 	"maintenance/snapshot",
 	"auth/enable",
@@ -297,7 +299,7 @@ void kvd_gateway_serve(struct kvd_server *s, struct kvd_gw_req *req)
 			return;
 		}
 		respond_error(req, KV_GRPC_UNIMPLEMENTED,
-				  "kvd: this API is not served yet");
+			      "kvd: this API is not served yet");
 		return;
 	}
 	respond_text(req, 404, "Not Found\n");
