@@ -26,10 +26,12 @@
 	  "POST, GET, OPTIONS, PUT, DELETE" },                          \
 	{ "Access-Control-Allow-Origin", "*" }
 
-static const struct http_header json_headers[] = {
+const struct http_header kvd_gw_json_headers[] = {
 	CORS_HEADERS,
 	{ "Content-Type", "application/json" },
 };
+const size_t kvd_gw_n_json_headers =
+	sizeof(kvd_gw_json_headers) / sizeof(kvd_gw_json_headers[0]);
 static const struct http_header text_headers[] = {
 	CORS_HEADERS,
 	{ "Content-Type", "text/plain; charset=utf-8" },
@@ -80,45 +82,86 @@ static void respond(struct kvd_gw_req *r, int status,
 	r->ops->respond(r, status, h, n, body, len);
 }
 
-/* etcd's error body {"error","message","code"} with the HTTP status of
- * the gRPC code. */
-static void respond_error(struct kvd_gw_req *r, int code, const char *msg)
+/* etcd's error body {"error","message","code"}, malloc'd; NULL when out
+ * of memory. */
+static char *error_body(int code, const char *msg)
 {
 	json_t *o = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
 			      "code", code);
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
+	return text;
+}
+
+/* etcd's error answer with the HTTP status of the gRPC code. */
+static void respond_error(struct kvd_gw_req *r, int code, const char *msg)
+{
+	char *text = error_body(code, msg);
 	if (text == NULL) {
 		respond(r, 500, NULL, 0, NULL, 0);
 	} else {
-		respond(r, http_status_of(code), json_headers,
-			NHDR(json_headers), text, strlen(text));
+		respond(r, http_status_of(code), kvd_gw_json_headers,
+			kvd_gw_n_json_headers, text, strlen(text));
 	}
 	free(text);
 }
 
-/* msg as JSON; as a streamed message when result ({"result":...} and a
- * newline, as grpc-gateway writes each message of a stream). */
-static void respond_json_message(struct kvd_gw_req *r,
-				 const ProtobufCMessage *msg, bool result)
+void kvd_gw_h1_error(struct http_request *req, int status, int code,
+		     const char *msg)
 {
-	struct kv_buf b = KV_BUF_INIT;
-	if ((result && kv_buf_append(&b, "{\"result\":", 10) != 0) ||
-	    kvjson_encode_buf(msg, &b) != 0 ||
-	    (result && kv_buf_append(&b, "}\n", 2) != 0)) {
-		kv_buf_free(&b);
-		respond_error(r, KV_GRPC_INTERNAL,
-			      "kvd: cannot encode the response");
-		return;
+	char *text = error_body(code, msg);
+	if (text == NULL)
+		http_respond(req, 500, NULL, 0, NULL, 0);
+	else
+		http_respond(req, status, kvd_gw_json_headers,
+			     kvd_gw_n_json_headers, text, strlen(text));
+	free(text);
+}
+
+char *kvd_gw_error_body(int code, const char *msg)
+{
+	return error_body(code, msg);
+}
+
+void *kvd_stream_msg(const ProtobufCMessage *m, bool json, size_t hdr,
+		     size_t *len)
+{
+	uint8_t *block;
+	if (!json) {
+		size_t n = protobuf_c_message_get_packed_size(m);
+		block = malloc(hdr + n + 1);
+		if (block != NULL)
+			*len = protobuf_c_message_pack(m, block + hdr);
+		return block;
 	}
-	respond(r, 200, json_headers, NHDR(json_headers), b.base, b.len);
+	struct kv_buf b = KV_BUF_INIT;
+	if (kv_buf_append(&b, "{\"result\":", 10) != 0 ||
+	    kvjson_encode_buf(m, &b) != 0 || kv_buf_append(&b, "}\n", 2) != 0) {
+		kv_buf_free(&b);
+		return NULL;
+	}
+	block = malloc(hdr + b.len);
+	if (block != NULL) {
+		memcpy(block + hdr, b.base, b.len);
+		*len = b.len;
+	}
 	kv_buf_free(&b);
+	return block;
 }
 
 static void respond_message(struct kvd_gw_req *r,
 			    const ProtobufCMessage *msg)
 {
-	respond_json_message(r, msg, false);
+	struct kv_buf b = KV_BUF_INIT;
+	if (kvjson_encode_buf(msg, &b) != 0) {
+		kv_buf_free(&b);
+		respond_error(r, KV_GRPC_INTERNAL,
+			      "kvd: cannot encode the response");
+		return;
+	}
+	respond(r, 200, kvd_gw_json_headers, kvd_gw_n_json_headers, b.base,
+		b.len);
+	kv_buf_free(&b);
 }
 
 static void respond_text(struct kvd_gw_req *r, int status, const char *text)
@@ -130,7 +173,7 @@ static void respond_text(struct kvd_gw_req *r, int status, const char *text)
 static void respond_json_text(struct kvd_gw_req *r, int status,
 			      const char *text)
 {
-	respond(r, status, json_headers, NHDR(json_headers), text,
+	respond(r, status, kvd_gw_json_headers, kvd_gw_n_json_headers, text,
 		strlen(text));
 }
 
@@ -186,8 +229,16 @@ static const struct kvd_call_ops gw_call_ops = {
 static void gc_respond_result(struct kvd_call *c, const ProtobufCMessage *msg)
 {
 	struct kvd_gw_req *r = gw_of(c);
+	size_t n = 0;
+	void *line = kvd_stream_msg(msg, true, 0, &n);
 	r->pending = false;
-	respond_json_message(r, msg, true);
+	if (line == NULL)
+		respond_error(r, KV_GRPC_INTERNAL,
+			      "kvd: cannot encode the response");
+	else
+		respond(r, 200, kvd_gw_json_headers, kvd_gw_n_json_headers,
+			line, n);
+	free(line);
 }
 
 static const struct kvd_call_ops gw_result_ops = {

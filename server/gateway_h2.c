@@ -235,3 +235,40 @@ void kvd_gateway_h2_on_stream(struct h2_stream *st, void *data)
 	if (h2_stream_remote_closed(st))
 		serve(r);
 }
+
+/* ---- for the services that stream their answers -------------------------- */
+
+const struct h2_header kvd_gw_h2_json_headers[] = {
+	{ "access-control-allow-headers",
+	  "accept, content-type, authorization" },
+	{ "access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE" },
+	{ "access-control-allow-origin", "*" },
+	{ "content-type", "application/json" },
+};
+const size_t kvd_gw_n_h2_json_headers =
+	sizeof(kvd_gw_h2_json_headers) / sizeof(kvd_gw_h2_json_headers[0]);
+
+void kvd_gw_h2_error(struct h2_stream *st, int status, int code,
+		     const char *msg)
+{
+	char *text = kvd_gw_error_body(code, msg);
+	char clen[24];
+	struct h2_header h[] = {
+		{ "content-type", "application/json" },
+		{ "content-length", clen },
+	};
+	size_t len = text != NULL ? strlen(text) : 0;
+	snprintf(clen, sizeof(clen), "%zu", len);
+	if (text == NULL || h2_stream_respond(st, status, h, 2, false) != 0 ||
+	    h2_stream_write(st, text, len) != 0 ||
+	    h2_stream_end(st, NULL, 0) != 0)
+		h2_stream_reset(st, H2_INTERNAL_ERROR);
+	free(text);
+}
+
+void kvd_gw_h2_discard(struct h2_stream *st, const unsigned char *p,
+		       size_t n)
+{
+	(void)p; /* the body was complete when the stream was handed over */
+	h2_stream_consume(st, n);
+}

@@ -204,6 +204,22 @@ struct kvd_gw_req {
 	bool pending;
 };
 void kvd_gateway_serve(struct kvd_server *s, struct kvd_gw_req *r);
+/* For the gateway's streamed answers (POST /v3/watch, /v3/election/
+ * observe), which their services write themselves: the headers of a JSON
+ * answer (CORS + content-type), and etcd's whole error answer
+ * {"error","message","code"} with HTTP status. */
+extern const struct http_header kvd_gw_json_headers[];
+extern const size_t kvd_gw_n_json_headers;
+void kvd_gw_h1_error(struct http_request *req, int status, int code,
+		     const char *msg);
+/* That body alone, malloc'd (NULL when out of memory). */
+char *kvd_gw_error_body(int code, const char *msg);
+/* One message of a streamed answer as a single malloc'd block: hdr bytes
+ * for the caller's bookkeeping, then the message, packed (gRPC) or as the
+ * gateway's line {"result":...} and a newline (json); *len is the
+ * message's length. NULL when out of memory. */
+void *kvd_stream_msg(const ProtobufCMessage *m, bool json, size_t hdr,
+		     size_t *len);
 void kvd_gateway_abort(struct kvd_gw_req *r);
 /* The HTTP/1.1 adapter (http_on_request; data is the server). */
 void kvd_on_request(struct http_request *req, void *data);
@@ -211,6 +227,15 @@ void kvd_on_request(struct http_request *req, void *data);
 /* gateway_h2.c: the HTTP/2 adapter, the grpc_server fallback for streams
  * that are not gRPC (h2_on_stream; data is the server). */
 void kvd_gateway_h2_on_stream(struct h2_stream *st, void *data);
+/* The same for HTTP/2 streams: lowercase headers without a length (the
+ * answer ends with the stream), an error answer, and an on_data that
+ * discards what comes after the complete request body. */
+extern const struct h2_header kvd_gw_h2_json_headers[];
+extern const size_t kvd_gw_n_h2_json_headers;
+void kvd_gw_h2_error(struct h2_stream *st, int status, int code,
+		     const char *msg);
+void kvd_gw_h2_discard(struct h2_stream *st, const unsigned char *p,
+		       size_t n);
 
 /* grpc_service.c: the method table and the gRPC adapter. */
 int kvd_grpc_setup(struct kvd_server *s);

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
+#include <stddef.h>
 
 #include "common/log.h"
 #include "kvjson/json.h"
@@ -705,34 +705,11 @@ static bool obs_send(struct obs_op *o, const Etcdserverpb__ResponseHeader *h,
 	V3electionpb__LeaderResponse r = V3ELECTIONPB__LEADER_RESPONSE__INIT;
 	r.header = (Etcdserverpb__ResponseHeader *)h;
 	r.kv = (Mvccpb__KeyValue *)kv;
-	struct omsg *m = NULL;
-	if (o->kind == OBS_GRPC) {
-		size_t n = protobuf_c_message_get_packed_size(&r.base);
-		m = malloc(sizeof(*m) + n + 1);
-		if (m != NULL)
-			m->len = protobuf_c_message_pack(&r.base, m->data);
-	} else {
-		json_t *j = NULL, *wrap = NULL;
-		char *text = NULL;
-		if (kvjson_encode(&r.base, &j) == 0 &&
-		    (wrap = json_object()) != NULL &&
-		    json_object_set_new(wrap, "result", j) == 0) {
-			j = NULL;
-			text = json_dumps(wrap, JSON_COMPACT);
-		}
-		json_decref(j);
-		json_decref(wrap);
-		if (text != NULL) {
-			size_t n = strlen(text);
-			m = malloc(sizeof(*m) + n + 1);
-			if (m != NULL) {
-				memcpy(m->data, text, n);
-				m->data[n] = '\n';
-				m->len = n + 1;
-			}
-			free(text);
-		}
-	}
+	size_t n = 0;
+	struct omsg *m = kvd_stream_msg(&r.base, o->kind != OBS_GRPC,
+					offsetof(struct omsg, data), &n);
+	if (m != NULL)
+		m->len = n;
 	if (m == NULL) {
 		KV_ERROR(MOD, "cannot encode an observe response", NULL);
 		return true;
@@ -936,30 +913,6 @@ const struct grpc_handler kvd_observe_grpc_h = {
 
 /* ---- POST /v3/election/observe on HTTP/1.1 ------------------------------ */
 
-static const struct http_header oh_headers[] = {
-	{ "Access-Control-Allow-Headers",
-	  "accept, content-type, authorization" },
-	{ "Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE" },
-	{ "Access-Control-Allow-Origin", "*" },
-	{ "Content-Type", "application/json" },
-};
-#define N_OH (sizeof(oh_headers) / sizeof(oh_headers[0]))
-
-static void oh_error(struct http_request *req, int status, int code,
-		     const char *msg)
-{
-	json_t *j = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
-			      "code", code);
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (text == NULL)
-		http_respond(req, 500, NULL, 0, NULL, 0);
-	else
-		http_respond(req, status, oh_headers, N_OH, text,
-			     strlen(text));
-	free(text);
-}
-
 static void oh_abort(struct http_request *req)
 {
 	struct obs_op *o = req->user;
@@ -980,7 +933,7 @@ static void oh_writable(struct http_request *req)
 void kvd_observe_http(struct kvd_server *s, struct http_request *req)
 {
 	if (!kvd_serving(s) || s->watch == NULL) {
-		oh_error(req, 503, KV_GRPC_UNAVAILABLE,
+		kvd_gw_h1_error(req, 503, KV_GRPC_UNAVAILABLE,
 			 "etcdserver: server stopped");
 		return;
 	}
@@ -991,18 +944,19 @@ void kvd_observe_http(struct kvd_server *s, struct http_request *req)
 				  KVJSON_ALLOW_UNKNOWN, NULL, &m, NULL, err,
 				  sizeof(err));
 	if (rv != 0) {
-		oh_error(req, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		kvd_gw_h1_error(req, 400, KV_GRPC_INVALID_ARGUMENT, err);
 		return;
 	}
 	struct obs_op *o =
 		obs_new(s, (const V3electionpb__LeaderRequest *)m, OBS_HTTP);
 	protobuf_c_message_free_unpacked(m, NULL);
 	if (o == NULL) {
-		oh_error(req, 429, KV_GRPC_RESOURCE_EXHAUSTED,
+		kvd_gw_h1_error(req, 429, KV_GRPC_RESOURCE_EXHAUSTED,
 			 "etcdserver: too many requests");
 		return;
 	}
-	if (http_stream_begin(req, 200, oh_headers, N_OH) != 0) {
+	if (http_stream_begin(req, 200, kvd_gw_json_headers,
+			      kvd_gw_n_json_headers) != 0) {
 		obs_free(o);
 		http_respond(req, 500, NULL, 0, NULL, 0);
 		return;
@@ -1015,22 +969,6 @@ void kvd_observe_http(struct kvd_server *s, struct http_request *req)
 }
 
 /* ---- POST /v3/election/observe on HTTP/2 -------------------------------- */
-
-/* oh_headers, lowercase: the answer is open-ended and ends with the
- * stream. */
-static const struct h2_header o2_headers[] = {
-	{ "access-control-allow-headers",
-	  "accept, content-type, authorization" },
-	{ "access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE" },
-	{ "access-control-allow-origin", "*" },
-	{ "content-type", "application/json" },
-};
-
-static void o2_data(struct h2_stream *st, const unsigned char *p, size_t n)
-{
-	(void)p; /* the body was complete when the stream was handed over */
-	h2_stream_consume(st, n);
-}
 
 static void o2_writable(struct h2_stream *st)
 {
@@ -1048,31 +986,10 @@ static void o2_close(struct h2_stream *st, uint32_t code)
 }
 
 static const struct h2_stream_handler o2_handler = {
-	.on_data = o2_data,
+	.on_data = kvd_gw_h2_discard,
 	.on_writable = o2_writable,
 	.on_close = o2_close,
 };
-
-static void o2_error(struct h2_stream *st, int status, int code,
-		     const char *msg)
-{
-	json_t *j = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
-			      "code", code);
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	char clen[24];
-	struct h2_header h[] = {
-		{ "content-type", "application/json" },
-		{ "content-length", clen },
-	};
-	size_t len = text != NULL ? strlen(text) : 0;
-	snprintf(clen, sizeof(clen), "%zu", len);
-	if (text == NULL || h2_stream_respond(st, status, h, 2, false) != 0 ||
-	    h2_stream_write(st, text, len) != 0 ||
-	    h2_stream_end(st, NULL, 0) != 0)
-		h2_stream_reset(st, H2_INTERNAL_ERROR);
-	free(text);
-}
 
 void kvd_observe_h2(struct kvd_server *s, struct h2_stream *st,
 		    const unsigned char *body, size_t len)
@@ -1080,7 +997,7 @@ void kvd_observe_h2(struct kvd_server *s, struct h2_stream *st,
 	/* the stream is ours from here on */
 	h2_stream_set_handler(st, &o2_handler, NULL);
 	if (!kvd_serving(s) || s->watch == NULL) {
-		o2_error(st, 503, KV_GRPC_UNAVAILABLE,
+		kvd_gw_h2_error(st, 503, KV_GRPC_UNAVAILABLE,
 			 "etcdserver: server stopped");
 		return;
 	}
@@ -1090,20 +1007,19 @@ void kvd_observe_h2(struct kvd_server *s, struct h2_stream *st,
 				  (const char *)body, len, KVJSON_ALLOW_UNKNOWN,
 				  NULL, &m, NULL, err, sizeof(err));
 	if (rv != 0) {
-		o2_error(st, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		kvd_gw_h2_error(st, 400, KV_GRPC_INVALID_ARGUMENT, err);
 		return;
 	}
 	struct obs_op *o =
 		obs_new(s, (const V3electionpb__LeaderRequest *)m, OBS_H2);
 	protobuf_c_message_free_unpacked(m, NULL);
 	if (o == NULL) {
-		o2_error(st, 429, KV_GRPC_RESOURCE_EXHAUSTED,
+		kvd_gw_h2_error(st, 429, KV_GRPC_RESOURCE_EXHAUSTED,
 			 "etcdserver: too many requests");
 		return;
 	}
-	if (h2_stream_respond(st, 200, o2_headers,
-			      sizeof(o2_headers) / sizeof(o2_headers[0]),
-			      false) != 0) {
+	if (h2_stream_respond(st, 200, kvd_gw_h2_json_headers,
+			      kvd_gw_n_h2_json_headers, false) != 0) {
 		obs_free(o);
 		h2_stream_reset(st, H2_INTERNAL_ERROR);
 		return;

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
+#include <stddef.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -290,33 +290,11 @@ static struct wmsg *encode(struct wctx *w, const struct watch_response *r)
 	struct wmsg *msg = NULL;
 	if (build_response(w->s, r, &m, &hdr, &mem) != 0)
 		return NULL;
-	if (w->kind == W_GRPC) {
-		size_t n = protobuf_c_message_get_packed_size(&m.base);
-		msg = malloc(sizeof(*msg) + n + 1);
-		if (msg != NULL)
-			msg->len = protobuf_c_message_pack(&m.base, msg->data);
-	} else {
-		json_t *o = NULL, *wrap = NULL;
-		char *text = NULL;
-		if (kvjson_encode(&m.base, &o) == 0 &&
-		    (wrap = json_object()) != NULL &&
-		    json_object_set_new(wrap, "result", o) == 0) {
-			o = NULL;
-			text = json_dumps(wrap, JSON_COMPACT);
-		}
-		json_decref(o);
-		json_decref(wrap);
-		if (text != NULL) {
-			size_t n = strlen(text);
-			msg = malloc(sizeof(*msg) + n + 1);
-			if (msg != NULL) {
-				memcpy(msg->data, text, n);
-				msg->data[n] = '\n';
-				msg->len = n + 1;
-			}
-			free(text);
-		}
-	}
+	size_t n = 0;
+	msg = kvd_stream_msg(&m.base, w->kind != W_GRPC,
+			     offsetof(struct wmsg, data), &n);
+	if (msg != NULL)
+		msg->len = n;
 	free(mem);
 	if (msg != NULL) {
 		msg->next = NULL;
@@ -566,30 +544,6 @@ const struct grpc_handler kvd_watch_grpc_h = {
 
 /* ---- POST /v3/watch on HTTP/1.1 ---------------------------------------- */
 
-static const struct http_header wh_headers[] = {
-	{ "Access-Control-Allow-Headers",
-	  "accept, content-type, authorization" },
-	{ "Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE" },
-	{ "Access-Control-Allow-Origin", "*" },
-	{ "Content-Type", "application/json" },
-};
-
-static void wh_error(struct http_request *req, int status, int code,
-		     const char *msg)
-{
-	json_t *o = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
-			      "code", code);
-	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (text == NULL)
-		http_respond(req, 500, NULL, 0, NULL, 0);
-	else
-		http_respond(req, status, wh_headers,
-			     sizeof(wh_headers) / sizeof(wh_headers[0]), text,
-			     strlen(text));
-	free(text);
-}
-
 static void wh_abort(struct http_request *req)
 {
 	struct wctx *w = req->user;
@@ -669,7 +623,7 @@ static void run_requests(struct wctx *w, ProtobufCMessage **rqs, size_t n)
 void kvd_watch_http(struct kvd_server *s, struct http_request *req)
 {
 	if (!kvd_serving(s) || s->watch == NULL) {
-		wh_error(req, 503, KV_GRPC_UNAVAILABLE,
+		kvd_gw_h1_error(req, 503, KV_GRPC_UNAVAILABLE,
 			 "etcdserver: server stopped");
 		return;
 	}
@@ -678,19 +632,19 @@ void kvd_watch_http(struct kvd_server *s, struct http_request *req)
 	char err[256];
 	if (parse_body(req->body, req->body_len, rqs, &nrq, err,
 		       sizeof(err)) != 0) {
-		wh_error(req, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		kvd_gw_h1_error(req, 400, KV_GRPC_INVALID_ARGUMENT, err);
 		return;
 	}
 	struct wctx *w = wctx_new(s, W_HTTP);
 	if (w == NULL ||
-	    http_stream_begin(req, 200, wh_headers,
-			      sizeof(wh_headers) / sizeof(wh_headers[0])) != 0) {
+	    http_stream_begin(req, 200, kvd_gw_json_headers,
+			      kvd_gw_n_json_headers) != 0) {
 		free_requests(rqs, nrq);
 		if (w != NULL) {
 			wctx_free(w);
 			http_respond(req, 500, NULL, 0, NULL, 0);
 		} else {
-			wh_error(req, 429, KV_GRPC_RESOURCE_EXHAUSTED,
+			kvd_gw_h1_error(req, 429, KV_GRPC_RESOURCE_EXHAUSTED,
 				 "etcdserver: too many requests");
 		}
 		return;
@@ -703,22 +657,6 @@ void kvd_watch_http(struct kvd_server *s, struct http_request *req)
 }
 
 /* ---- POST /v3/watch on HTTP/2 ------------------------------------------ */
-
-/* The same headers as wh_headers, lowercase, without content-length: the
- * answer is open-ended and ends with the stream. */
-static const struct h2_header w2_headers[] = {
-	{ "access-control-allow-headers",
-	  "accept, content-type, authorization" },
-	{ "access-control-allow-methods", "POST, GET, OPTIONS, PUT, DELETE" },
-	{ "access-control-allow-origin", "*" },
-	{ "content-type", "application/json" },
-};
-
-static void w2_data(struct h2_stream *st, const unsigned char *p, size_t n)
-{
-	(void)p; /* the body was complete when the stream was handed over */
-	h2_stream_consume(st, n);
-}
 
 static void w2_writable(struct h2_stream *st)
 {
@@ -738,33 +676,10 @@ static void w2_close(struct h2_stream *st, uint32_t code)
 }
 
 static const struct h2_stream_handler w2_handler = {
-	.on_data = w2_data,
+	.on_data = kvd_gw_h2_discard,
 	.on_writable = w2_writable,
 	.on_close = w2_close,
 };
-
-/* A whole JSON error answer (the same body as HTTP/1.1's wh_error). */
-static void w2_error(struct h2_stream *st, int status, int code,
-		     const char *msg)
-{
-	json_t *o = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
-			      "code", code);
-	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	char clen[24];
-	struct h2_header h[] = {
-		{ "content-type", "application/json" },
-		{ "content-length", clen },
-	};
-	size_t len = text != NULL ? strlen(text) : 0;
-	snprintf(clen, sizeof(clen), "%zu", len);
-	if (text == NULL ||
-	    h2_stream_respond(st, status, h, 2, false) != 0 ||
-	    h2_stream_write(st, text, len) != 0 ||
-	    h2_stream_end(st, NULL, 0) != 0)
-		h2_stream_reset(st, H2_INTERNAL_ERROR);
-	free(text);
-}
 
 void kvd_watch_h2(struct kvd_server *s, struct h2_stream *st,
 		  const unsigned char *body, size_t len)
@@ -773,7 +688,7 @@ void kvd_watch_h2(struct kvd_server *s, struct h2_stream *st,
 	 * gone once this returns */
 	h2_stream_set_handler(st, &w2_handler, NULL);
 	if (!kvd_serving(s) || s->watch == NULL) {
-		w2_error(st, 503, KV_GRPC_UNAVAILABLE,
+		kvd_gw_h2_error(st, 503, KV_GRPC_UNAVAILABLE,
 			 "etcdserver: server stopped");
 		return;
 	}
@@ -781,19 +696,18 @@ void kvd_watch_h2(struct kvd_server *s, struct h2_stream *st,
 	size_t nrq = 0;
 	char err[256];
 	if (parse_body(body, len, rqs, &nrq, err, sizeof(err)) != 0) {
-		w2_error(st, 400, KV_GRPC_INVALID_ARGUMENT, err);
+		kvd_gw_h2_error(st, 400, KV_GRPC_INVALID_ARGUMENT, err);
 		return;
 	}
 	struct wctx *w = wctx_new(s, W_H2);
 	if (w == NULL) {
 		free_requests(rqs, nrq);
-		w2_error(st, 429, KV_GRPC_RESOURCE_EXHAUSTED,
+		kvd_gw_h2_error(st, 429, KV_GRPC_RESOURCE_EXHAUSTED,
 			 "etcdserver: too many requests");
 		return;
 	}
-	if (h2_stream_respond(st, 200, w2_headers,
-			      sizeof(w2_headers) / sizeof(w2_headers[0]),
-			      false) != 0) {
+	if (h2_stream_respond(st, 200, kvd_gw_h2_json_headers,
+			      kvd_gw_n_h2_json_headers, false) != 0) {
 		free_requests(rqs, nrq);
 		wctx_free(w);
 		h2_stream_reset(st, H2_INTERNAL_ERROR);
