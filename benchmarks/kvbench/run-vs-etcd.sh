@@ -143,7 +143,7 @@ bench() {
   p50=$(grep -m1 -oP 'p50 \K[0-9.]+' "$f" || echo -)
   p99=$(grep -m1 -oP ' p99 \K[0-9.]+' "$f" || echo -)
   err=$(grep -m1 -oP 'errors: \K[0-9]+' "$f" || echo -)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$members" "$mode" "$server" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$members" "$mode" "$server" \
     "$round" "$name" "$thr" "$p50" "$p99" "$err" >> "$out/summary.tsv"
   printf '%-4s r%s %-22s %10s req/s  p50 %8s ms  p99 %8s ms  errors %s\n' \
     "$server" "$round" "$name" "$thr" "$p50" "$p99" "$err"
