@@ -692,6 +692,10 @@ static char prefix_end_buf[512];
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    usage();
+    return 0;
+  }
   if (argc < 2 || argv[1][0] == '-') {
     usage();
     return 64;
