@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "mvcc_test_util.h"
 #include "storage/mvcc.h"
@@ -2010,6 +2011,70 @@ static void test_close_waits_for_other_threads(void **state)
 	pthread_join(t, NULL);
 }
 
+/* Rewrites path's side file "<path>.crc" to match its current bytes. */
+static void resum(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	static unsigned char buf[1 << 16];
+	uint32_t crc = 0;
+	size_t n, total = 0;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+		crc = kv_crc32c(crc, buf, n);
+		total += n;
+	}
+	fclose(f);
+	char name[4300];
+	snprintf(name, sizeof(name), "%s.crc", path);
+	f = fopen(name, "w");
+	assert_non_null(f);
+	fprintf(f, "crc32c=%08x size=%zu\n", crc, total);
+	fclose(f);
+}
+
+/* Overwrites 8 bytes at off in both LMDB meta pages (4 KiB pages). */
+static void poke_metas(const char *path, size_t off, uint64_t v)
+{
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	for (int m = 0; m < 2; m++)
+		assert_int_equal(pwrite(fd, &v, 8, (off_t)(m * 4096 + off)), 8);
+	close(fd);
+}
+
+/* A snapshot whose checksum matches but whose LMDB pages are corrupt (it
+ * was corrupt where it was made) is refused as corrupt; the process that
+ * restores it does not crash (it did: SIGFPE on a zero page size, SIGSEGV
+ * or SIGBUS on a root page past the end). */
+static void test_restore_refuses_corrupt_lmdb_file(void **state)
+{
+	struct fx *f = *state;
+	char path[4200], dir2[4200];
+	for (int i = 0; i < 500; i++) {
+		char k[32];
+		snprintf(k, sizeof(k), "k%05d", i);
+		tu_put(f->m, k, "value", 0);
+	}
+	assert_int_equal(mvcc_commit(f->m, true), 0);
+	snprintf(path, sizeof(path), "%s/snap.db", f->dir);
+	snprintf(dir2, sizeof(dir2), "%s/restored", f->dir);
+	assert_int_equal(mvcc_checkpoint(f->m, path, NULL), 0);
+	/* the page size (FREE_DBI's md_pad, offset 40) set to 0 */
+	poke_metas(path, 40, 0);
+	resum(path);
+	assert_int_equal(mvcc_restore(path, dir2, NULL), KV_ECORRUPT);
+	/* the main database's root (MAIN_DBI's md_root, offset 128) past
+	 * the end of the file */
+	assert_int_equal(mvcc_checkpoint(f->m, path, NULL), 0);
+	poke_metas(path, 128, 0x7fffff);
+	resum(path);
+	assert_int_equal(mvcc_restore(path, dir2, NULL), KV_ECORRUPT);
+	/* the genuine file restores */
+	assert_int_equal(mvcc_checkpoint(f->m, path, NULL), 0);
+	assert_int_equal(mvcc_restore(path, dir2, NULL), 0);
+	assert_int_equal(mvcc_begin_write(f->m), 0);
+}
+
 int main(void)
 {
 	kv_log_set_level(KV_LOG_WARN);
@@ -2052,6 +2117,7 @@ int main(void)
 		T(test_events_batches_keep_revisions_whole),
 		T(test_hash_deterministic),
 		T(test_checkpoint_while_writing_and_restore),
+		T(test_restore_refuses_corrupt_lmdb_file),
 		T(test_map_growth_and_quota),
 		T(test_defrag_shrinks_and_keeps_data),
 		T(test_fail_stop_after_lmdb_error),
