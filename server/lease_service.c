@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "storage/mvcc.h"
 
@@ -144,6 +145,21 @@ static void propose_checkpoints(struct kvd_server *s, const int64_t *ids,
 	(void)propose_internal(s, ir);
 }
 
+/* A lease ID this member picks, as etcd's idutil generator: the low 16
+ * bits of the member ID, then 48 bits counting up from the wall clock in
+ * milliseconds << 8 (at most 256 a millisecond before it runs ahead),
+ * kept positive. Members thus never pick the same ID at the same time,
+ * and a restarted member starts above what it used before. */
+static int64_t new_lease_id(struct kvd_server *s)
+{
+	const uint64_t low48 = ((uint64_t)1 << 48) - 1;
+	uint64_t floor = ((kv_wall_us() / 1000) << 8) & low48;
+	s->lease_id_seq = s->lease_id_seq + 1 > floor ? s->lease_id_seq + 1
+						     : floor;
+	uint64_t id = ((s->self_id & 0xffff) << 48) | (s->lease_id_seq & low48);
+	return (int64_t)(id & (uint64_t)INT64_MAX);
+}
+
 /* ---- the RPCs ------------------------------------------------------------ */
 
 void kvd_svc_lease_grant(struct kvd_server *s, struct kvd_call *c,
@@ -159,8 +175,12 @@ void kvd_svc_lease_grant(struct kvd_server *s, struct kvd_call *c,
 	if (r->ttl < min_ttl(s))
 		r->ttl = min_ttl(s);
 	/* etcd: the server picks a positive id when the client gave none */
-	while (r->id == 0)
-		r->id = (int64_t)(kvd_next_request_id(s) & (uint64_t)INT64_MAX);
+	if (r->id == 0) {
+		struct kv_lessor *l = lessor_of(s);
+		do
+			r->id = new_lease_id(s);
+		while (l != NULL && kv_lessor_exists(l, r->id));
+	}
 	kvd_propose(s, c, KVDPB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT, m);
 }
 

@@ -145,6 +145,7 @@ struct kvd_server {
 	struct lease_fwd *lease_fwd_first, *lease_fwd_last;
 	uint64_t lease_fwd_seq;
 	uint64_t lease_tick_at; /* uv_now of the last lease tick */
+	uint64_t lease_id_seq;  /* low 48 bits of the last lease ID picked */
 	struct ka_stream *lease_streams;
 
 	struct mvcc_arena arena; /* responses built on the loop */

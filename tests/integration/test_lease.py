@@ -470,3 +470,32 @@ def test_leader_stall_does_not_expire_kept_leases(tmp_path_factory, certs,
                    what="the lease to expire after the stall")
     finally:
         stop_cluster(c)
+
+
+def test_server_picked_ids_do_not_collide_across_members(cluster):
+    """Grants with ID 0 sent to every member at once get distinct IDs (the
+    member's ID is part of them, as in etcd), never `lease already
+    exists`."""
+    import threading
+
+    got, errors = [], []
+
+    def grant_many(m):
+        for _ in range(40):
+            r = m.post("/v3/lease/grant", {"TTL": 30})
+            if r.status_code != 200:
+                errors.append(r.text)
+            else:
+                got.append(int(r.json()["ID"]))
+
+    ts = [threading.Thread(target=grant_many, args=(m,))
+          for m in cluster.members]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert errors == []
+    assert len(got) == 120 and len(set(got)) == 120
+    assert all(i > 0 for i in got)
+    for lid in got:
+        cluster.members[0].call("/v3/lease/revoke", {"ID": lid})
