@@ -39,6 +39,7 @@ FAULTS = {
     "flip_store": "flipped",
     "clock_jump": "set to",
     "clock_jump_mono": "set to",
+    "clock_back_restart": "wall clock at",
 }
 
 # Known kvd bugs (tests/robustness/regressions/): the scenario still runs
