@@ -312,7 +312,7 @@ def clock_back_restart(c, stop, rnd, log):
     (a machine whose clock is behind after a reboot), so the restarted
     member's wall clock re-lives the last moments of its previous life
     while the entries that life proposed are still being applied. Ids
-    drawn from the wall clock (request ids, lease ids) repeat then."""
+    drawn from the wall clock (request ids) repeat then."""
     env = c.fault
     v = env.victim
     off = 0.0
