@@ -627,32 +627,43 @@ static uint64_t count_free_pages(struct mvcc *m)
 
 /* Disk blocks kept allocated beyond what a write txn may touch: covers
  * what the per-op estimate does not see (copy-on-write path copies,
- * freelist pages at commit, compaction batches). */
-#define ALLOC_MARGIN (16ull << 20)
+ * freelist pages and the meta page at commit). Blocks are allocated in
+ * ALLOC_CHUNK steps when the disk has room, else exactly. */
+#define ALLOC_MARGIN (2ull << 20)
+#define ALLOC_CHUNK (16ull << 20)
 
 /* With MDB_WRITEMAP, LMDB writes dirty pages through a shared mapping of a
  * sparse data.mdb; on a full disk the kernel answers a write to a hole
  * with SIGBUS, not ENOSPC. So the file gets its blocks (posix_fallocate)
- * before LMDB may touch them: up to want bytes (rounded up, at least 16
- * MiB ahead, never past the map). No space is fail-stop with a message
- * naming the file. */
+ * before LMDB may touch them: up to want bytes, never past the map. No
+ * space is fail-stop with a message naming the file. */
 static int ensure_allocated(struct mvcc *m, uint64_t want)
 {
 	if (!m->writemap || want <= m->allocated)
 		return 0;
-	uint64_t target = want;
-	if (target < m->allocated + ALLOC_MARGIN)
-		target = m->allocated + ALLOC_MARGIN;
-	target = (target + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
-	if (target > m->map_size)
-		target = m->map_size;
-	if (target <= m->allocated)
-		return 0;
 	int fd;
 	if (mdb_env_get_fd(m->env, &fd) != 0)
 		return KV_EINVAL;
+	const uint64_t mib = 1u << 20;
+	uint64_t exact = (want + mib - 1) & ~(mib - 1);
+	uint64_t chunk = m->allocated + ALLOC_CHUNK;
+	if (chunk < exact)
+		chunk = exact;
+	if (exact > m->map_size)
+		exact = m->map_size;
+	if (chunk > m->map_size)
+		chunk = m->map_size;
+	if (chunk <= m->allocated)
+		return 0; /* the whole map has its blocks */
 	int err = posix_fallocate(fd, (off_t)m->allocated,
-				  (off_t)(target - m->allocated));
+				  (off_t)(chunk - m->allocated));
+	uint64_t target = chunk;
+	if (err == ENOSPC && exact < chunk && exact > m->allocated) {
+		/* no room for a chunk ahead: what this txn needs, if any */
+		err = posix_fallocate(fd, (off_t)m->allocated,
+				      (off_t)(exact - m->allocated));
+		target = exact;
+	}
 	if (err != 0) {
 		KV_ERROR(MOD, err == ENOSPC ? "no space left on device for the "
 					      "store; stopping"

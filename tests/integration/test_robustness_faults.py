@@ -44,12 +44,9 @@ FAULTS = {
 
 # Known kvd bugs (tests/robustness/regressions/): the scenario still runs
 # and its history must still check out; only the named finding is expected.
-KNOWN = {
-    "disk_full": (("did not stop cleanly on a full disk",
-                   "SUMMARY: AddressSanitizer: BUS"),
-                  "kvd dies of SIGBUS inside LMDB (MDB_WRITEMAP) when the "
-                  "disk is full: regressions/disk_full_sigbus"),
-}
+# Empty: disk_full_sigbus was fixed in 2040ac4, so that scenario must now
+# end with a clean fail-stop.
+KNOWN = {}
 
 
 @pytest.fixture(scope="module")
