@@ -214,8 +214,27 @@ static struct read_batch *ride_write(struct kvraft_node *n)
 	return rb;
 }
 
-/* Starts the next read batch if none is in flight. */
+static void kick_reads_now(struct kvraft_node *n);
+
+static void on_kick(uv_idle_t *h)
+{
+	struct kvraft_node *n = h->data;
+	uv_idle_stop(h);
+	kick_reads_now(n);
+}
+
+/* Starts the next read batch soon: from the loop, outside whatever raft
+ * callback we may be in (read barrier callbacks run while raft converts
+ * a leader to a follower; a raft_barrier then crashes 0.15). */
 static void kick_reads(struct kvraft_node *n)
+{
+	if (n->closing || uv_is_active((uv_handle_t *)&n->kick))
+		return;
+	uv_idle_start(&n->kick, on_kick);
+}
+
+/* Starts the next read batch if none is in flight. */
+static void kick_reads_now(struct kvraft_node *n)
 {
 	if (n->batch || n->closing || n->failed || !n->started)
 		return;
@@ -1019,6 +1038,8 @@ int kvraft_node_new(uv_loop_t *loop, const struct kvraft_node_config *cfg,
 	raft_set_pre_vote(&n->raft, true);
 	uv_timer_init(loop, &n->sweep);
 	n->sweep.data = n;
+	uv_idle_init(loop, &n->kick);
+	n->kick.data = n;
 	*out = n;
 	return 0;
 err_after_io:
@@ -1097,11 +1118,13 @@ void kvraft_node_close(struct kvraft_node *n, void (*cb)(void *arg),
 		}
 		n->batch = NULL;
 	}
-	/* one step each: the sweep timer, raft, snapshot streams, and the
-	 * final decrement below */
+	/* one step each: the sweep timer, the kick handle, raft, snapshot
+	 * streams, and the final decrement below */
 	n->close_pending = 1;
 	n->close_pending++;
 	uv_close((uv_handle_t *)&n->sweep, on_sweep_closed);
+	n->close_pending++;
+	uv_close((uv_handle_t *)&n->kick, on_sweep_closed);
 	n->close_pending += node_snapshot_close(n);
 	n->close_pending++;
 	raft_close(&n->raft, on_raft_closed);

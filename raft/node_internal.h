@@ -67,6 +67,10 @@ struct kvraft_node {
 	struct read_batch *batch;           /* in flight (at most one) */
 
 	uv_timer_t sweep;
+	/* kick_reads runs from here, never inside a raft callback: 0.15's
+	 * raft_barrier from a barrier callback that fails because leadership
+	 * is being lost dereferences freed leader state. */
+	uv_idle_t kick;
 	struct snap_job *snap_job;
 	struct snap_out *snap_out; /* outgoing streams (list) */
 	struct snap_in *snap_in;   /* incoming streams (list) */
