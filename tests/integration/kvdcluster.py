@@ -187,3 +187,30 @@ def retry(fn, timeout=10):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def stop_checked(c, pm):
+    """Stops every member by PID; each must exit 0 with no sanitizer
+    report in the logs."""
+    codes = c.stop()
+    logs = pm.logs()
+    assert all(rc == 0 for rc in codes.values()), (codes, logs)
+    assert "Sanitizer" not in logs, logs
+
+
+def running(tmp_path_factory, certs, bin_dir, name, **kw):
+    """For a fixture: `yield from running(...)` starts a cluster of kvd
+    members (Cluster's keyword arguments), yields it, then stops it with
+    stop_checked. The logs are printed when the fixture fails."""
+    root = tmp_path_factory.mktemp(name)
+    pm = kvtest.ProcessManager(root)
+    c = Cluster(pm, certs, bin_dir, root, **kw)
+    c.pm = pm
+    try:
+        c.start()
+        yield c
+    except BaseException:
+        print(pm.logs())
+        raise
+    finally:
+        stop_checked(c, pm)

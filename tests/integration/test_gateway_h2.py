@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-import kvtest
-from kvdcluster import Cluster, b64
+from kvdcluster import b64, running
 
 ETCDCTL = "/usr/bin/etcdctl"
 CURL = "/usr/bin/curl"
@@ -28,26 +27,9 @@ def _env():
     return env
 
 
-def _start(tmp_path_factory, certs, bin_dir, tls):
-    root = tmp_path_factory.mktemp("kvd-gwh2")
-    pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root, n=1, tls=tls)
-    return pm, c
-
-
 def _cluster(tmp_path_factory, certs, bin_dir, tls):
-    pm, c = _start(tmp_path_factory, certs, bin_dir, tls)
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        print(pm.logs())
-        raise
-    finally:
-        codes = c.stop()
-        logs = pm.logs()
-        assert all(rc == 0 for rc in codes.values()), (codes, logs)
-        assert "Sanitizer" not in logs, logs
+    yield from running(tmp_path_factory, certs, bin_dir, "kvd-gwh2", n=1,
+                       tls=tls)
 
 
 @pytest.fixture(scope="module")

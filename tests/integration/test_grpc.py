@@ -14,28 +14,14 @@ import subprocess
 import grpc
 import pytest
 
-import kvtest
-from kvdcluster import Cluster, wait_until
+from kvdcluster import Cluster, running, wait_until
 
 ETCDCTL = "/usr/bin/etcdctl"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, certs, bin_dir):
-    root = tmp_path_factory.mktemp("kvd-grpc")
-    pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root)
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        print(pm.logs())
-        raise
-    finally:
-        codes = c.stop()
-        logs = pm.logs()
-        assert all(rc == 0 for rc in codes.values()), (codes, logs)
-        assert "Sanitizer" not in logs, logs
+    yield from running(tmp_path_factory, certs, bin_dir, "kvd-grpc")
 
 
 def ctl(cluster, *args, member=0, endpoints=None, stdin=None, check=True,

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import kvtest
-from kvdcluster import Cluster, b64, unb64, wait_until
+from kvdcluster import Cluster, b64, running, stop_checked, unb64, wait_until
 
 ETCDCTL = "/usr/bin/etcdctl"
 # heartbeat 50 ms, election 500 ms: etcd's minimum TTL is
@@ -22,32 +22,22 @@ ETCDCTL = "/usr/bin/etcdctl"
 MIN_TTL = 1
 
 
-def start_cluster(tmp_path_factory, certs, bin_dir, name, extra=()):
+def start_cluster(tmp_path_factory, certs, bin_dir, name, **kw):
     root = tmp_path_factory.mktemp(name)
     pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root, extra=extra)
+    c = Cluster(pm, certs, bin_dir, root, **kw)
     c.pm = pm
     c.start()
     return c
 
 
 def stop_cluster(c):
-    codes = c.stop()
-    logs = c.pm.logs()
-    assert all(rc == 0 for rc in codes.values()), (codes, logs)
-    assert "Sanitizer" not in logs, logs
+    stop_checked(c, c.pm)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, certs, bin_dir):
-    c = start_cluster(tmp_path_factory, certs, bin_dir, "kvd-lease")
-    try:
-        yield c
-    except BaseException:
-        print(c.pm.logs())
-        raise
-    finally:
-        stop_cluster(c)
+    yield from running(tmp_path_factory, certs, bin_dir, "kvd-lease")
 
 
 def env():
@@ -445,11 +435,8 @@ def test_leader_stall_does_not_expire_kept_leases(tmp_path_factory, certs,
     every lease restarts from its remaining TTL plus the grace, so a
     keep-alive that arrives right after still finds it; an unkept lease
     still expires afterwards."""
-    root = tmp_path_factory.mktemp("kvd-lease-stall")
-    pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root, n=1)
-    c.pm = pm
-    c.start()
+    c = start_cluster(tmp_path_factory, certs, bin_dir, "kvd-lease-stall",
+                      n=1)
     try:
         m = c.members[0]
         kept = int(grant(m, 2)["ID"])

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 import kvtest
-from kvdcluster import Cluster, b64, unb64, wait_until
+from kvdcluster import b64, running, unb64, wait_until
 
 ETCDCTL = "/usr/bin/etcdctl"
 PROTO_DIR = Path(os.environ.get("KV_SOURCE_DIR",
@@ -35,20 +35,7 @@ PROTO_DIR = Path(os.environ.get("KV_SOURCE_DIR",
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, certs, bin_dir):
-    root = tmp_path_factory.mktemp("kvd-lock")
-    pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root)
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        print(pm.logs())
-        raise
-    finally:
-        codes = c.stop()
-        logs = pm.logs()
-        assert all(rc == 0 for rc in codes.values()), (codes, logs)
-        assert "Sanitizer" not in logs, logs
+    yield from running(tmp_path_factory, certs, bin_dir, "kvd-lock")
 
 
 @pytest.fixture(scope="module")

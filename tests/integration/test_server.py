@@ -15,27 +15,14 @@ import pytest
 import requests
 
 import kvtest
-from kvdcluster import Cluster, b64, retry, unb64, wait_until
+from kvdcluster import Cluster, b64, retry, running, unb64, wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, certs, bin_dir):
     """One shared three-member TLS cluster for the read/write and bad-input
     tests (they leave it serving)."""
-    root = tmp_path_factory.mktemp("kvd-shared")
-    pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root)
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        print(pm.logs())
-        raise
-    finally:
-        codes = c.stop()
-        logs = pm.logs()
-        assert all(rc == 0 for rc in codes.values()), (codes, logs)
-        assert "Sanitizer" not in logs, logs
+    yield from running(tmp_path_factory, certs, bin_dir, "kvd-shared")
 
 
 # ---- flags ---------------------------------------------------------------

@@ -11,28 +11,14 @@ import time
 
 import pytest
 
-import kvtest
-from kvdcluster import Cluster, b64, unb64, wait_until
+from kvdcluster import Cluster, b64, running, unb64, wait_until
 
 ETCDCTL = "/usr/bin/etcdctl"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, certs, bin_dir):
-    root = tmp_path_factory.mktemp("kvd-watch")
-    pm = kvtest.ProcessManager(root)
-    c = Cluster(pm, certs, bin_dir, root)
-    try:
-        c.start()
-        yield c
-    except BaseException:
-        print(pm.logs())
-        raise
-    finally:
-        codes = c.stop()
-        logs = pm.logs()
-        assert all(rc == 0 for rc in codes.values()), (codes, logs)
-        assert "Sanitizer" not in logs, logs
+    yield from running(tmp_path_factory, certs, bin_dir, "kvd-watch")
 
 
 def argv(cluster, member, *args):
