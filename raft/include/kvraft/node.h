@@ -33,7 +33,10 @@
  * (kvraft_node_leader_ready); padded raft_malloc'd entries; fsm->apply
  * always returns 0 (a state-machine failure fail-stops the node);
  * io.version = 2 for async snapshots; a leader does not count acks of
- * older-term entries toward commit (raft/io.c). */
+ * older-term entries toward commit (raft/io.c); read barriers are started
+ * from the loop (a uv_idle handle), never inside a raft callback, since
+ * 0.15's raft_barrier crashes when called from a barrier callback that
+ * fails while leadership is being lost. */
 #ifndef KVRAFT_NODE_H
 #define KVRAFT_NODE_H
 
