@@ -99,18 +99,14 @@ static void unary_cancel(struct grpc_call *gc, int status)
 	free(kc);
 }
 
-static void unary_start(struct grpc_call *gc, const unsigned char *msg,
-			size_t len, void *method_data)
+bool kvd_grpc_admit(struct kvd_server *s, struct grpc_call *gc)
 {
-	const struct kvd_grpc_method *gm = method_data;
-	const struct kvd_rpc *rpc = gm->rpc;
-	struct kvd_server *s = gm->s;
 	if (!kvd_serving(s)) {
 		grpc_call_finish(gc, GRPC_UNAVAILABLE,
 				 "etcdserver: server stopped");
-		return;
+		return false;
 	}
-	/* etcd's unary interceptor: a client that asks for a leader
+	/* etcd's interceptor: a client that asks for a leader
 	 * (clientv3.WithRequireLeader) gets "no leader" at once */
 	const char *hl = grpc_call_metadata(gc, "hasleader");
 	if (hl != NULL && strcmp(hl, "true") == 0) {
@@ -119,9 +115,20 @@ static void unary_start(struct grpc_call *gc, const unsigned char *msg,
 		if (st.leader == 0) {
 			grpc_call_finish(gc, GRPC_UNAVAILABLE,
 					 "etcdserver: no leader");
-			return;
+			return false;
 		}
 	}
+	return true;
+}
+
+static void unary_start(struct grpc_call *gc, const unsigned char *msg,
+			size_t len, void *method_data)
+{
+	const struct kvd_grpc_method *gm = method_data;
+	const struct kvd_rpc *rpc = gm->rpc;
+	struct kvd_server *s = gm->s;
+	if (!kvd_grpc_admit(s, gc))
+		return;
 	ProtobufCMessage *m = protobuf_c_message_unpack(rpc->req, NULL, len,
 							msg);
 	if (m == NULL) {

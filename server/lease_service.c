@@ -694,11 +694,8 @@ static void ka_start(struct grpc_call *gc, const unsigned char *msg,
 	(void)msg;
 	(void)len;
 	struct kvd_server *s = data;
-	if (!kvd_serving(s)) {
-		grpc_call_finish(gc, GRPC_UNAVAILABLE,
-				 "etcdserver: server stopped");
+	if (!kvd_grpc_admit(s, gc))
 		return;
-	}
 	struct ka_stream *ka = calloc(1, sizeof(*ka));
 	if (ka == NULL) {
 		grpc_call_finish(gc, GRPC_RESOURCE_EXHAUSTED,

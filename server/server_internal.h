@@ -240,6 +240,11 @@ void kvd_gw_h2_discard(struct h2_stream *st, const unsigned char *p,
 
 /* grpc_service.c: the method table and the gRPC adapter. */
 int kvd_grpc_setup(struct kvd_server *s);
+/* Whether a gRPC call may start: false (and the call finished with
+ * UNAVAILABLE) when the member is stopping, or when the client asked for
+ * a leader (metadata hasleader) and there is none, as etcd's
+ * interceptors. */
+bool kvd_grpc_admit(struct kvd_server *s, struct grpc_call *gc);
 void kvd_grpc_free(struct kvd_server *s);
 
 /* watch_service.c: the watch registry and its two transports. */

@@ -853,20 +853,12 @@ static void og_start(struct grpc_call *gc, const unsigned char *msg,
 		     size_t len, void *method_data)
 {
 	struct kvd_server *s = method_data;
-	if (!kvd_serving(s) || s->watch == NULL) {
+	if (!kvd_grpc_admit(s, gc))
+		return;
+	if (s->watch == NULL) {
 		grpc_call_finish(gc, GRPC_UNAVAILABLE,
 				 "etcdserver: server stopped");
 		return;
-	}
-	const char *hl = grpc_call_metadata(gc, "hasleader");
-	if (hl != NULL && strcmp(hl, "true") == 0) {
-		struct kvraft_status st;
-		kvraft_node_status(s->node, &st);
-		if (st.leader == 0) {
-			grpc_call_finish(gc, GRPC_UNAVAILABLE,
-					 "etcdserver: no leader");
-			return;
-		}
 	}
 	V3electionpb__LeaderRequest *req =
 		v3electionpb__leader_request__unpack(NULL, len, msg);

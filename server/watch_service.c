@@ -462,21 +462,12 @@ static void wg_start(struct grpc_call *gc, const unsigned char *msg,
 	struct kvd_server *s = method_data;
 	(void)msg;
 	(void)len;
-	if (!kvd_serving(s) || s->watch == NULL) {
+	if (!kvd_grpc_admit(s, gc))
+		return;
+	if (s->watch == NULL) {
 		grpc_call_finish(gc, GRPC_UNAVAILABLE,
 				 "etcdserver: server stopped");
 		return;
-	}
-	/* etcd's stream interceptor (clientv3.WithRequireLeader) */
-	const char *hl = grpc_call_metadata(gc, "hasleader");
-	if (hl != NULL && strcmp(hl, "true") == 0) {
-		struct kvraft_status st;
-		kvraft_node_status(s->node, &st);
-		if (st.leader == 0) {
-			grpc_call_finish(gc, GRPC_UNAVAILABLE,
-					 "etcdserver: no leader");
-			return;
-		}
 	}
 	struct wctx *w = wctx_new(s, W_GRPC);
 	if (w == NULL) {
