@@ -355,9 +355,12 @@ static int lessor_load(struct kv_apply *a)
 	return rc;
 }
 
+/* The keys of one lease as found in the store; the key bytes live in
+ * ar (the apply arena inside an entry, the caller's outside). */
 struct lease_keys {
 	struct kv_apply *a;
-	struct mvcc_kv *v;
+	struct mvcc_arena *ar;
+	struct mvcc_kv *v; /* malloc'd array */
 	size_t n, cap;
 	int64_t id;
 };
@@ -373,7 +376,7 @@ static int collect_key(void *arg, const void *key, size_t len)
 	rq.key = key;
 	rq.key_len = len;
 	rq.keys_only = true;
-	rc = mvcc_range(lk->a->m, NULL, &rq, &lk->a->arena, &rs);
+	rc = mvcc_range(lk->a->m, NULL, &rq, lk->ar, &rs);
 	if (rc != 0)
 		return rc;
 	if (rs.n_kvs != 1 || rs.kvs[0].lease != lk->id)
@@ -404,7 +407,7 @@ int kv_apply_lease_keys(struct kv_apply *a, int64_t id,
 			struct mvcc_arena *ar, struct mvcc_kv **kvs,
 			size_t *n)
 {
-	struct lease_keys lk = { a, NULL, 0, 0, id };
+	struct lease_keys lk = { a, ar, NULL, 0, 0, id };
 	int rc = kv_lessor_keys(a->lessor, id, collect_key, &lk);
 
 	*kvs = NULL;
@@ -412,24 +415,11 @@ int kv_apply_lease_keys(struct kv_apply *a, int64_t id,
 	if (rc == 0 && lk.n > 0) {
 		qsort(lk.v, lk.n, sizeof(*lk.v), cmp_kv_key);
 		*kvs = mvcc_arena_alloc(ar, lk.n * sizeof(**kvs));
-		if (*kvs == NULL) {
+		if (*kvs == NULL)
 			rc = KV_ENOMEM;
-		} else {
-			for (size_t i = 0; i < lk.n; i++) {
-				struct mvcc_kv *d = &(*kvs)[i];
-				memset(d, 0, sizeof(*d));
-				d->key = mvcc_arena_alloc(ar, lk.v[i].key_len + 1);
-				if (d->key == NULL) {
-					rc = KV_ENOMEM;
-					break;
-				}
-				memcpy((uint8_t *)d->key, lk.v[i].key,
-				       lk.v[i].key_len);
-				d->key_len = lk.v[i].key_len;
-				d->lease = id;
-			}
-			*n = lk.n;
-		}
+		else
+			memcpy(*kvs, lk.v, lk.n * sizeof(**kvs));
+		*n = *kvs != NULL ? lk.n : 0;
 	}
 	free(lk.v);
 	return rc;
@@ -440,7 +430,7 @@ int kv_apply_lease_keys(struct kv_apply *a, int64_t id,
  * such lease. Only the lease's own key entries are examined. */
 static int revoke_lease(struct kv_apply *a, int64_t id)
 {
-	struct lease_keys lk = { a, NULL, 0, 0, id };
+	struct lease_keys lk = { a, &a->arena, NULL, 0, 0, id };
 	struct mvcc_request_op *ops = NULL;
 	int rc;
 

@@ -409,8 +409,9 @@ bool kv_apply_nospace(const struct kv_apply *a);
  * owner may use its leader half (promote, renew, expired, checkpoints);
  * the replicated half changes only through applied entries. */
 struct kv_lessor *kv_apply_lessor(struct kv_apply *a);
-/* The keys currently attached to lease id (key and lease set), sorted,
- * copied into ar. */
+/* The keys currently attached to lease id, sorted by key, as keys-only
+ * records (no values); the array and the key bytes are in ar. Owner
+ * thread, between entries. */
 int kv_apply_lease_keys(struct kv_apply *a, int64_t id,
 			struct mvcc_arena *ar, struct mvcc_kv **kvs,
 			size_t *n);
