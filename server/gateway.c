@@ -82,9 +82,7 @@ static void respond(struct kvd_gw_req *r, int status,
 	r->ops->respond(r, status, h, n, body, len);
 }
 
-/* etcd's error body {"error","message","code"}, malloc'd; NULL when out
- * of memory. */
-static char *error_body(int code, const char *msg)
+char *kvd_gw_error_body(int code, const char *msg)
 {
 	json_t *o = json_pack("{s:s,s:s,s:i}", "error", msg, "message", msg,
 			      "code", code);
@@ -96,7 +94,7 @@ static char *error_body(int code, const char *msg)
 /* etcd's error answer with the HTTP status of the gRPC code. */
 static void respond_error(struct kvd_gw_req *r, int code, const char *msg)
 {
-	char *text = error_body(code, msg);
+	char *text = kvd_gw_error_body(code, msg);
 	if (text == NULL) {
 		respond(r, 500, NULL, 0, NULL, 0);
 	} else {
@@ -109,18 +107,13 @@ static void respond_error(struct kvd_gw_req *r, int code, const char *msg)
 void kvd_gw_h1_error(struct http_request *req, int status, int code,
 		     const char *msg)
 {
-	char *text = error_body(code, msg);
+	char *text = kvd_gw_error_body(code, msg);
 	if (text == NULL)
 		http_respond(req, 500, NULL, 0, NULL, 0);
 	else
 		http_respond(req, status, kvd_gw_json_headers,
 			     kvd_gw_n_json_headers, text, strlen(text));
 	free(text);
-}
-
-char *kvd_gw_error_body(int code, const char *msg)
-{
-	return error_body(code, msg);
 }
 
 void *kvd_stream_msg(const ProtobufCMessage *m, bool json, size_t hdr,

@@ -222,26 +222,48 @@ out:
 	free(mem);
 }
 
+/* The store's hash up to rev (0: current) with the compacted revision and
+ * a header at the current revision (in s->arena, reset by the caller).
+ * False when it answered c with etcd's error instead. */
+static bool hash_at(struct kvd_server *s, struct kvd_call *c, int64_t rev,
+		    uint32_t *hash, int64_t *crev,
+		    Etcdserverpb__ResponseHeader **hdr)
+{
+	struct kv_header_ids ids;
+	struct mvcc *mv = kv_apply_mvcc(s->apply);
+	if (rev > mvcc_revision(mv)) {
+		kvd_call_fail(c, KV_GRPC_OUT_OF_RANGE,
+			      "etcdserver: mvcc: required revision is a future "
+			      "revision");
+		return false;
+	}
+	if (rev > 0 && rev < mvcc_compact_revision(mv)) {
+		kvd_call_fail(c, KV_GRPC_OUT_OF_RANGE,
+			      "etcdserver: mvcc: required revision has been "
+			      "compacted");
+		return false;
+	}
+	if (mvcc_hash(mv, NULL, rev, hash, crev) != 0) {
+		kvd_call_fail(c, KV_GRPC_UNAVAILABLE,
+			      "etcdserver: server stopped");
+		return false;
+	}
+	kvd_header_ids(s, &ids);
+	*hdr = kv_translate_header(&ids, mvcc_revision(mv), &s->arena);
+	if (*hdr == NULL) {
+		too_many(c);
+		return false;
+	}
+	return true;
+}
+
 static void svc_hash(struct kvd_server *s, struct kvd_call *c,
 		     ProtobufCMessage *m)
 {
-	protobuf_c_message_free_unpacked(m, NULL);
-	struct kv_header_ids ids;
-	struct mvcc *mv = kv_apply_mvcc(s->apply);
-	uint32_t hash = 0;
-	int64_t crev = 0;
-	kvd_header_ids(s, &ids);
-	if (mvcc_hash(mv, NULL, 0, &hash, &crev) != 0) {
-		kvd_call_fail(c, KV_GRPC_UNAVAILABLE,
-			      "etcdserver: server stopped");
-		return;
-	}
 	Etcdserverpb__HashResponse r = ETCDSERVERPB__HASH_RESPONSE__INIT;
-	r.header = kv_translate_header(&ids, mvcc_revision(mv), &s->arena);
-	r.hash = hash;
-	if (r.header == NULL)
-		too_many(c);
-	else
+	int64_t crev = 0;
+	protobuf_c_message_free_unpacked(m, NULL);
+	if (hash_at(s, c, 0, &r.hash, &crev, &r.header))
 		kvd_call_respond(c, &r.base);
 	mvcc_arena_reset(&s->arena);
 }
@@ -251,37 +273,10 @@ static void svc_hash(struct kvd_server *s, struct kvd_call *c,
 static void svc_hash_kv(struct kvd_server *s, struct kvd_call *c,
 			ProtobufCMessage *m)
 {
+	Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
 	int64_t rev = ((Etcdserverpb__HashKVRequest *)m)->revision;
 	protobuf_c_message_free_unpacked(m, NULL);
-	struct kv_header_ids ids;
-	struct mvcc *mv = kv_apply_mvcc(s->apply);
-	uint32_t hash = 0;
-	int64_t crev = 0;
-	kvd_header_ids(s, &ids);
-	if (rev > mvcc_revision(mv)) {
-		kvd_call_fail(c, KV_GRPC_OUT_OF_RANGE,
-			      "etcdserver: mvcc: required revision is a future "
-			      "revision");
-		return;
-	}
-	if (rev > 0 && rev < mvcc_compact_revision(mv)) {
-		kvd_call_fail(c, KV_GRPC_OUT_OF_RANGE,
-			      "etcdserver: mvcc: required revision has been "
-			      "compacted");
-		return;
-	}
-	if (mvcc_hash(mv, NULL, rev, &hash, &crev) != 0) {
-		kvd_call_fail(c, KV_GRPC_UNAVAILABLE,
-			      "etcdserver: server stopped");
-		return;
-	}
-	Etcdserverpb__HashKVResponse r = ETCDSERVERPB__HASH_KVRESPONSE__INIT;
-	r.header = kv_translate_header(&ids, mvcc_revision(mv), &s->arena);
-	r.hash = hash;
-	r.compact_revision = crev;
-	if (r.header == NULL)
-		too_many(c);
-	else
+	if (hash_at(s, c, rev, &r.hash, &r.compact_revision, &r.header))
 		kvd_call_respond(c, &r.base);
 	mvcc_arena_reset(&s->arena);
 }
